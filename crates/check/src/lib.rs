@@ -1,0 +1,1 @@
+//! Linearizability and bank checkers (to be written).

@@ -1,0 +1,1 @@
+//! acceptor (in progress)

@@ -1,0 +1,1 @@
+//! Bank ledger state machine (to be written).

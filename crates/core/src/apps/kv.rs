@@ -1,0 +1,1 @@
+//! Key-value store state machine (to be written).

@@ -1,0 +1,166 @@
+//! The node's interface to the outside world: explicit effects.
+//!
+//! After every input (`handle_message`, `invoke`, `handle_timeout`) the caller takes a
+//! [`Ready`] and performs it **in this order**:
+//!
+//! 1. Make every record in `Ready::persist` durable, atomically and in order (write and
+//!    fsync). A crash may lose a whole batch that was not yet durable, never half of it
+//!    out of order.
+//! 2. Only then call [`Ready::release`] with the [`Persisted`] token the storage gives back,
+//!    and send the messages and deliver the outputs it returns.
+//!
+//! **NO MESSAGE MAY BE SENT AND NO OUTPUT DELIVERED BEFORE THE RECORDS OF ITS `Ready` ARE
+//! DURABLE.** A promise, an accepted vote or an acknowledged command that a crash can take
+//! back breaks Paxos (Paxos Made Live §5.1). `release` asserts the token covers the batch.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::types::{Ballot, ClientId, NodeId, PValue, Slot, Value};
+
+/// One durable record. Storage replays them into a [`DurableState`] on restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record<C> {
+    /// The acceptor promised not to accept ballots below `ballot`.
+    Promised { ballot: Ballot },
+    /// The acceptor accepted `pvalue` (this also implies a promise of its ballot).
+    Accepted { pvalue: PValue<C> },
+    /// The replica learned that `slot` decided `value`.
+    Decided { slot: Slot, value: Value<C> },
+}
+
+/// A message and where it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope<C> {
+    pub to: NodeId,
+    pub message: Message<C>,
+}
+
+/// Why a client command was not executed. Each variant says what happened to state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The node's request queue is full; nothing was proposed. Retry later.
+    Busy,
+    /// The session already moved past this sequence number: the command was applied
+    /// earlier and its reply is no longer cached. State is unchanged by this request.
+    SessionExpired,
+}
+
+/// What a client attached to this node gets back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<O> {
+    /// The command was decided in `slot` and applied (once, even if retried).
+    Applied { client_id: ClientId, seq: u64, slot: Slot, output: O },
+    /// The command was not executed, see [`Rejection`].
+    Rejected { client_id: ClientId, seq: u64, reason: Rejection },
+}
+
+/// Proof from the storage that every record through `lsn` is durable.
+/// Construct it only after the sync returned success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persisted {
+    lsn: u64,
+}
+
+impl Persisted {
+    /// The storage synced every record with a log sequence number up to `lsn`.
+    pub fn through(lsn: u64) -> Persisted {
+        Persisted { lsn }
+    }
+}
+
+/// Everything an input produced. See the module docs for the order to act in.
+#[derive(Debug)]
+#[must_use = "a Ready must be persisted and then released"]
+pub struct Ready<C, O> {
+    /// Records to make durable first.
+    pub persist: Vec<Record<C>>,
+    /// The log sequence number of the last record of `persist` (records are numbered
+    /// from 1 over the node's lifetime since its last restart).
+    pub persist_lsn: u64,
+    messages: Vec<Envelope<C>>,
+    outputs: Vec<Output<O>>,
+}
+
+impl<C, O> Ready<C, O> {
+    pub(crate) fn new(
+        persist: Vec<Record<C>>,
+        persist_lsn: u64,
+        messages: Vec<Envelope<C>>,
+        outputs: Vec<Output<O>>,
+    ) -> Self {
+        Ready { persist, persist_lsn, messages, outputs }
+    }
+
+    /// Nothing to do at all.
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty() && self.messages.is_empty() && self.outputs.is_empty()
+    }
+
+    /// Hands out the messages and outputs once `persisted` covers this batch.
+    pub fn release(self, persisted: Persisted) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
+        assert!(
+            persisted.lsn >= self.persist_lsn,
+            "persist-before-send violated: releasing a batch through lsn {} with only {} durable",
+            self.persist_lsn,
+            persisted.lsn
+        );
+        (self.messages, self.outputs)
+    }
+
+    /// For the simulator's planted `skip-persist` bug only: hands out the messages without
+    /// proof of durability. Never call this from a real driver.
+    #[doc(hidden)]
+    pub fn release_unpersisted(self) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
+        (self.messages, self.outputs)
+    }
+}
+
+/// What a node keeps across crashes: the acceptor's promise and the log of accepted and
+/// decided values. Storage replays records into it in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableState<C> {
+    pub promised: Ballot,
+    pub log: BTreeMap<Slot, LogEntry<C>>,
+}
+
+/// One slot of the durable log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogEntry<C> {
+    Accepted { ballot: Ballot, value: Value<C> },
+    Decided(Value<C>),
+}
+
+impl<C> Default for DurableState<C> {
+    fn default() -> Self {
+        DurableState { promised: Ballot::ZERO, log: BTreeMap::new() }
+    }
+}
+
+impl<C: Clone> DurableState<C> {
+    /// Applies one record, exactly as the node applied it to its memory.
+    pub fn apply(&mut self, record: &Record<C>) {
+        match record {
+            Record::Promised { ballot } => {
+                self.promised = self.promised.max(*ballot);
+            }
+            Record::Accepted { pvalue } => {
+                self.promised = self.promised.max(pvalue.ballot);
+                match self.log.get(&pvalue.slot) {
+                    Some(LogEntry::Decided(_)) => {}
+                    _ => {
+                        self.log.insert(
+                            pvalue.slot,
+                            LogEntry::Accepted { ballot: pvalue.ballot, value: pvalue.value.clone() },
+                        );
+                    }
+                }
+            }
+            Record::Decided { slot, value } => {
+                self.log.insert(*slot, LogEntry::Decided(value.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Tunables, each with a bound and a unit in its name (TigerBeetle style).
+
+/// Timing and size limits of one node. The defaults suit a laptop and the simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// One failure-detection round: every node pings every peer this often.
+    pub heartbeat_ms: u64,
+    /// A follower that has not heard a healthy leader for a timeout drawn uniformly from
+    /// `[election_timeout_ms, 2 * election_timeout_ms)` tries to lead.
+    pub election_timeout_ms: u64,
+    /// A preempted leader waits a random time in `[0, backoff_max_ms)` before it tries
+    /// again, so two proposers do not duel.
+    pub backoff_max_ms: u64,
+    /// Scouts and Commanders resend to acceptors that have not answered after this long.
+    pub retransmit_ms: u64,
+    /// A Requester resends a pending client command to the (possibly new) leader after
+    /// this long without a reply.
+    pub request_retry_ms: u64,
+    /// Slots a leader may have in flight beyond the first undecided one (pipelining).
+    pub window_slots: u64,
+    /// Commands per slot at most (batching).
+    pub batch_commands_max: usize,
+    /// Client commands a node holds for proposal or forwarding at most; more are refused
+    /// with `Rejection::Busy`.
+    pub requests_pending_max: usize,
+    /// Decisions per catch-up reply at most.
+    pub catchup_batch_max: usize,
+    /// Client sessions kept at most; the least recently used is evicted in log order.
+    pub sessions_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            heartbeat_ms: 50,
+            election_timeout_ms: 300,
+            backoff_max_ms: 300,
+            retransmit_ms: 100,
+            request_retry_ms: 400,
+            window_slots: 64,
+            batch_commands_max: 512,
+            requests_pending_max: 16_384,
+            catchup_batch_max: 256,
+            sessions_max: 100_000,
+        }
+    }
+}
+
+impl Options {
+    /// Checks that the options make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 {
+            return Err("heartbeat_ms must be positive".into());
+        }
+        if self.election_timeout_ms < 2 * self.heartbeat_ms {
+            return Err("election_timeout_ms must be at least two heartbeat rounds".into());
+        }
+        if self.window_slots == 0 || self.batch_commands_max == 0 || self.catchup_batch_max == 0 {
+            return Err("window_slots, batch_commands_max and catchup_batch_max must be positive".into());
+        }
+        if self.sessions_max == 0 || self.requests_pending_max == 0 {
+            return Err("sessions_max and requests_pending_max must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Bugs the simulator can plant to prove its checkers catch them. Only the simulator
+/// sets these; no server flag or configuration reaches them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Count N/2 acceptors as a quorum instead of N/2 + 1.
+    pub small_quorum: bool,
+    /// A node that regains leadership proposes with its new ballot without running
+    /// phase 1 first, so it never learns what earlier ballots accepted.
+    pub stale_ballot: bool,
+}

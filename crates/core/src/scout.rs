@@ -1,0 +1,1 @@
+//! scout (in progress)
