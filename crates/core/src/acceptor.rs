@@ -1,1 +1,154 @@
-//! acceptor (in progress)
+//! The Acceptor (PMMC §3, Fig. 5): the memory of Paxos. It promises ballots and accepts
+//! pvalues, and it never forgets either: every change is a [`Record`] that the node makes
+//! durable before any reply leaves (see `effects`).
+
+use std::collections::BTreeMap;
+
+use crate::effects::Record;
+use crate::message::Message;
+use crate::state_machine::Payload;
+use crate::types::{Ballot, PValue, Slot, Value};
+
+/// An acceptor's state: the highest ballot promised and the pvalues accepted in slots
+/// that its replica has not yet seen decided.
+#[derive(Debug)]
+pub struct Acceptor<C> {
+    promised: Ballot,
+    /// Pvalues of slots at or above the node's decided prefix. Below it they are dropped:
+    /// a new leader never proposes in a slot below any promiser's `decided_upto`.
+    accepted: BTreeMap<Slot, PValue<C>>,
+}
+
+impl<C: Payload> Acceptor<C> {
+    pub fn new(promised: Ballot) -> Self {
+        Acceptor { promised, accepted: BTreeMap::new() }
+    }
+
+    /// Restores an accepted pvalue from the durable log.
+    pub fn restore(&mut self, pvalue: PValue<C>) {
+        assert!(pvalue.ballot <= self.promised, "accepted ballot above the durable promise");
+        self.accepted.insert(pvalue.slot, pvalue);
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// p1a. Promises `ballot` if it is at least the current promise, and reports what was
+    /// accepted from `from_slot` on. `decided_upto` and `decided` come from the replica on
+    /// the same node: decisions count as the strongest kind of "accepted" (§3, a value
+    /// decided in a slot is the only value any later ballot may propose there).
+    pub fn on_prepare(
+        &mut self,
+        ballot: Ballot,
+        from_slot: Slot,
+        decided_upto: Slot,
+        decided: Vec<(Slot, Value<C>)>,
+    ) -> (Option<Record<C>>, Message<C>) {
+        if ballot < self.promised {
+            return (None, Message::Nack { ballot, promised: self.promised });
+        }
+        let record = (ballot > self.promised).then_some(Record::Promised { ballot });
+        self.promised = ballot;
+        let start = from_slot.max(decided_upto);
+        let accepted = self.accepted.range(start..).map(|(_, pvalue)| pvalue.clone()).collect();
+        (record, Message::Promise { ballot, decided_upto, accepted, decided })
+    }
+
+    /// p2a. Accepts `pvalue` unless a higher ballot was promised. A retransmitted Accept
+    /// for a pvalue already accepted is answered without writing anything again.
+    pub fn on_accept(&mut self, pvalue: PValue<C>) -> (Option<Record<C>>, Message<C>) {
+        let (ballot, slot) = (pvalue.ballot, pvalue.slot);
+        if ballot < self.promised {
+            return (None, Message::Nack { ballot, promised: self.promised });
+        }
+        self.promised = ballot;
+        let record = match self.accepted.get(&slot) {
+            Some(existing) if existing.ballot == ballot => {
+                // One ballot proposes one value per slot (the leader's proposals map).
+                assert_eq!(existing.value, pvalue.value, "two values for one ballot and slot");
+                None
+            }
+            _ => {
+                self.accepted.insert(slot, pvalue.clone());
+                Some(Record::Accepted { pvalue })
+            }
+        };
+        (record, Message::Accepted { ballot, slot })
+    }
+
+    /// The node's replica decided every slot below `decided_upto`: those pvalues are no
+    /// longer needed by any future leader.
+    pub fn forget_below(&mut self, decided_upto: Slot) {
+        self.accepted = self.accepted.split_off(&decided_upto);
+    }
+
+    pub fn accepted_len(&self) -> usize {
+        self.accepted.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NodeId;
+
+    fn ballot(round: u64, leader: u32) -> Ballot {
+        Ballot { round, leader: NodeId(leader) }
+    }
+
+    fn pvalue(b: Ballot, slot: Slot) -> PValue<u32> {
+        PValue { ballot: b, slot, value: Value::Noop }
+    }
+
+    #[test]
+    fn acceptor_promises_a_higher_ballot_and_records_it() {
+        let mut acceptor = Acceptor::<u32>::new(Ballot::ZERO);
+        let (record, reply) = acceptor.on_prepare(ballot(1, 1), 0, 0, vec![]);
+        assert_eq!(record, Some(Record::Promised { ballot: ballot(1, 1) }));
+        assert!(matches!(reply, Message::Promise { ballot: b, .. } if b == ballot(1, 1)));
+        assert_eq!(acceptor.promised(), ballot(1, 1));
+    }
+
+    #[test]
+    fn acceptor_refuses_a_lower_ballot_with_its_promise() {
+        let mut acceptor = Acceptor::<u32>::new(ballot(5, 2));
+        let (record, reply) = acceptor.on_prepare(ballot(4, 1), 0, 0, vec![]);
+        assert_eq!(record, None);
+        assert_eq!(reply, Message::Nack { ballot: ballot(4, 1), promised: ballot(5, 2) });
+        let (record, reply) = acceptor.on_accept(pvalue(ballot(4, 1), 0));
+        assert_eq!(record, None);
+        assert_eq!(reply, Message::Nack { ballot: ballot(4, 1), promised: ballot(5, 2) });
+    }
+
+    #[test]
+    fn acceptor_reports_accepted_pvalues_from_the_requested_slot() {
+        let mut acceptor = Acceptor::<u32>::new(Ballot::ZERO);
+        for slot in 0..5 {
+            let _ = acceptor.on_accept(pvalue(ballot(1, 1), slot));
+        }
+        let (_, reply) = acceptor.on_prepare(ballot(2, 2), 3, 1, vec![]);
+        let Message::Promise { accepted, .. } = reply else { panic!("expected a promise") };
+        assert_eq!(accepted.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![3, 4]);
+    }
+
+    #[test]
+    fn acceptor_does_not_rewrite_a_retransmitted_accept() {
+        let mut acceptor = Acceptor::<u32>::new(Ballot::ZERO);
+        let (first, _) = acceptor.on_accept(pvalue(ballot(1, 1), 7));
+        let (second, reply) = acceptor.on_accept(pvalue(ballot(1, 1), 7));
+        assert!(first.is_some());
+        assert_eq!(second, None);
+        assert_eq!(reply, Message::Accepted { ballot: ballot(1, 1), slot: 7 });
+    }
+
+    #[test]
+    fn acceptor_forgets_pvalues_below_the_decided_prefix() {
+        let mut acceptor = Acceptor::<u32>::new(Ballot::ZERO);
+        for slot in 0..4 {
+            let _ = acceptor.on_accept(pvalue(ballot(1, 1), slot));
+        }
+        acceptor.forget_below(2);
+        assert_eq!(acceptor.accepted_len(), 2);
+    }
+}

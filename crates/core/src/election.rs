@@ -1,1 +1,307 @@
-//! election (in progress)
+//! Failure detection and leader election: the ballot leader election (BLE) of Omni-Paxos
+//! (Ng, Haridi, Carbone; EuroSys'23 §4), adapted to PMMC's ballots.
+//!
+//! Every node runs heartbeat *rounds*: it asks every peer for a [`Heartbeat`] and, when the
+//! round ends, looks at who answered. A node is *quorum-connected* if a majority (itself
+//! included) answered. A *candidate* is a node that claims to lead with some ballot and
+//! is quorum-connected; everyone follows the highest candidate ballot it hears. A node is
+//! *happy* when it hears such a leader.
+//!
+//! A node that stays unhappy for a randomized election timeout takes over with a ballot
+//! above every ballot it has seen — but only if it is quorum-connected itself and no peer
+//! it hears is happy. These two conditions are what let Omni-Paxos make progress where
+//! Raft stalls: under *quorum-loss* and *constrained election* the one quorum-connected
+//! node takes over whatever its log looks like (phase 1 brings its log up to date), and in
+//! the *chained* scenario a node cut off from the leader does not depose a leader that its
+//! neighbour still sees, so there is no livelock. A leader that is not quorum-connected
+//! for an election timeout steps down. A preempted leader backs off for a random time.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+use crate::message::Heartbeat;
+use crate::types::{Ballot, NodeId, Slot, Time};
+
+/// What the node must do after a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionEvent {
+    /// Nothing changes.
+    Steady,
+    /// Start phase 1 with this ballot.
+    TakeOver(Ballot),
+    /// Stop leading: not quorum-connected, or a higher leader is in charge.
+    StepDown,
+}
+
+#[derive(Debug)]
+pub struct Election {
+    id: NodeId,
+    peers: Vec<NodeId>,
+    quorum: usize,
+    heartbeat_us: u64,
+    election_timeout_us: u64,
+    backoff_max_us: u64,
+    round: u64,
+    /// Replies received in the current round.
+    replies: BTreeMap<NodeId, Heartbeat>,
+    ballot_max: Ballot,
+    /// The ballot of the leader this node follows (its own when it leads).
+    leader: Option<Ballot>,
+    quorum_connected: bool,
+    happy: bool,
+    unhappy_since: Option<Time>,
+    timeout_us: u64,
+    backoff_until: Time,
+    next_round_at: Time,
+}
+
+impl Election {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: NodeId,
+        members: &[NodeId],
+        quorum: usize,
+        heartbeat_ms: u64,
+        election_timeout_ms: u64,
+        backoff_max_ms: u64,
+        ballot_max: Ballot,
+        now: Time,
+    ) -> Election {
+        Election {
+            id,
+            peers: members.iter().copied().filter(|m| *m != id).collect(),
+            quorum,
+            heartbeat_us: heartbeat_ms * 1000,
+            election_timeout_us: election_timeout_ms * 1000,
+            backoff_max_us: backoff_max_ms * 1000,
+            round: 0,
+            replies: BTreeMap::new(),
+            ballot_max,
+            leader: None,
+            quorum_connected: false,
+            happy: false,
+            unhappy_since: None,
+            timeout_us: election_timeout_ms * 1000,
+            backoff_until: now,
+            next_round_at: now,
+        }
+    }
+
+    pub fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+    pub fn leader(&self) -> Option<Ballot> {
+        self.leader
+    }
+    pub fn ballot_max(&self) -> Ballot {
+        self.ballot_max
+    }
+    pub fn quorum_connected(&self) -> bool {
+        self.quorum_connected
+    }
+    pub fn next_round_at(&self) -> Time {
+        self.next_round_at
+    }
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// This node's answer to a heartbeat request.
+    pub fn heartbeat(&self, decided_upto: Slot) -> Heartbeat {
+        Heartbeat {
+            ballot_max: self.ballot_max,
+            leader: self.leader,
+            quorum_connected: self.quorum_connected,
+            happy: self.happy,
+            decided_upto,
+        }
+    }
+
+    /// Any ballot seen anywhere (prepare, accept, nack, heartbeat) raises `ballot_max`,
+    /// so a takeover always picks a fresh, higher ballot.
+    pub fn observe(&mut self, ballot: Ballot) {
+        self.ballot_max = self.ballot_max.max(ballot);
+    }
+
+    pub fn on_reply(&mut self, from: NodeId, round: u64, heartbeat: Heartbeat) {
+        self.observe(heartbeat.ballot_max);
+        if let Some(leader) = heartbeat.leader {
+            self.observe(leader);
+        }
+        if round == self.round && self.peers.contains(&from) {
+            self.replies.insert(from, heartbeat);
+        }
+    }
+
+    /// Our scout or commander was preempted by `promised`: give up the claim and back off
+    /// with jitter so that two proposers do not keep preempting each other.
+    pub fn on_preempted(&mut self, now: Time, promised: Ballot, rng: &mut impl Rng) {
+        self.observe(promised);
+        if self.leader.is_some_and(|b| b.leader == self.id) {
+            self.leader = None;
+        }
+        self.backoff_until = now.plus_micros(rng.gen_range(0..self.backoff_max_us.max(1)));
+        self.unhappy_since = None;
+    }
+
+    /// Ends the current round and starts the next. Returns what to do and the number of
+    /// the new round, whose requests the node sends to every peer.
+    pub fn on_round(&mut self, now: Time, rng: &mut impl Rng) -> (ElectionEvent, u64) {
+        let event = self.evaluate(now, rng);
+        self.round += 1;
+        self.replies.clear();
+        self.next_round_at = now.plus_micros(self.heartbeat_us);
+        (event, self.round)
+    }
+
+    fn evaluate(&mut self, now: Time, rng: &mut impl Rng) -> ElectionEvent {
+        self.quorum_connected = self.replies.len() + 1 >= self.quorum;
+        let leading = self.leader.filter(|b| b.leader == self.id);
+        // Candidates: quorum-connected nodes that claim to lead with their own ballot.
+        let mut best = leading.filter(|_| self.quorum_connected);
+        for (peer, heartbeat) in &self.replies {
+            if let Some(ballot) = heartbeat.leader {
+                if ballot.leader == *peer && heartbeat.quorum_connected {
+                    best = best.max(Some(ballot));
+                }
+            }
+        }
+        let mut event = ElectionEvent::Steady;
+        if let Some(ballot) = best {
+            if leading.is_some_and(|own| own < ballot) {
+                event = ElectionEvent::StepDown;
+            }
+            self.leader = Some(ballot);
+        }
+        self.happy = best.is_some() && self.quorum_connected;
+        if self.happy {
+            self.unhappy_since = None;
+            return event;
+        }
+        let since = *self.unhappy_since.get_or_insert_with(|| {
+            self.timeout_us = rng.gen_range(self.election_timeout_us..2 * self.election_timeout_us);
+            now
+        });
+        if now.saturating_sub(since) < self.timeout_us {
+            return event;
+        }
+        self.unhappy_since = None;
+        if leading.is_some() && self.leader == leading {
+            // A leader that cannot hear a majority steps down (no split brain to serve).
+            self.leader = None;
+            return ElectionEvent::StepDown;
+        }
+        let peer_happy = self.replies.values().filter(|h| h.happy).filter_map(|h| h.leader).max();
+        if let Some(ballot) = peer_happy {
+            // Someone we hear still sees a healthy leader (the chained scenario): follow
+            // it through them rather than depose it.
+            self.leader = Some(ballot);
+            return event;
+        }
+        if self.quorum_connected && now >= self.backoff_until {
+            let ballot = self.ballot_max.next_for(self.id);
+            self.observe(ballot);
+            self.leader = Some(ballot);
+            return ElectionEvent::TakeOver(ballot);
+        }
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    const MEMBERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+    fn election(id: u32) -> Election {
+        Election::new(NodeId(id), &MEMBERS, 2, 50, 300, 300, Ballot::ZERO, Time(0))
+    }
+
+    fn heartbeat(leader: Option<Ballot>, quorum_connected: bool, happy: bool) -> Heartbeat {
+        Heartbeat { ballot_max: leader.unwrap_or(Ballot::ZERO), leader, quorum_connected, happy, decided_upto: 0 }
+    }
+
+    /// Runs rounds every 50 ms, with `reply` giving each round's replies, until an event
+    /// other than Steady or `until_ms`.
+    fn run(e: &mut Election, until_ms: u64, reply: impl Fn(&mut Election)) -> (ElectionEvent, u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut t = 0;
+        while t <= until_ms {
+            reply(e);
+            let (event, _) = e.on_round(Time::from_millis(t), &mut rng);
+            if event != ElectionEvent::Steady {
+                return (event, t);
+            }
+            t += 50;
+        }
+        (ElectionEvent::Steady, t)
+    }
+
+    #[test]
+    fn quorum_connected_follower_takes_over_after_the_randomized_timeout() {
+        let mut e = election(1);
+        let (event, t) = run(&mut e, 2000, |e| {
+            let r = e.round();
+            e.on_reply(NodeId(2), r, heartbeat(None, true, false));
+        });
+        assert_eq!(event, ElectionEvent::TakeOver(Ballot { round: 1, leader: NodeId(1) }));
+        assert!((300..=700).contains(&t), "took over at {t} ms");
+    }
+
+    #[test]
+    fn node_without_a_quorum_never_takes_over() {
+        let mut e = election(1);
+        let (event, _) = run(&mut e, 5000, |_| {});
+        assert_eq!(event, ElectionEvent::Steady);
+        assert_eq!(e.leader(), None);
+    }
+
+    #[test]
+    fn node_cut_off_from_the_leader_does_not_depose_it_while_a_peer_is_happy() {
+        // Chained: we hear node 2, node 2 hears leader 3; we do not hear 3.
+        let leader = Ballot { round: 4, leader: NodeId(3) };
+        let mut e = election(1);
+        let (event, _) = run(&mut e, 5000, |e| {
+            let r = e.round();
+            e.on_reply(NodeId(2), r, heartbeat(Some(leader), true, true));
+        });
+        assert_eq!(event, ElectionEvent::Steady);
+        assert_eq!(e.leader(), Some(leader));
+    }
+
+    #[test]
+    fn leader_that_loses_its_quorum_steps_down() {
+        let mut e = election(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut t = 0;
+        let mut took = None;
+        while took.is_none() {
+            let r = e.round();
+            e.on_reply(NodeId(2), r, heartbeat(None, true, false));
+            if let (ElectionEvent::TakeOver(b), _) = e.on_round(Time::from_millis(t), &mut rng) {
+                took = Some(b);
+            }
+            t += 50;
+        }
+        let (event, _) = run(&mut e, 5000, |_| {});
+        assert_eq!(event, ElectionEvent::StepDown);
+        assert_eq!(e.leader(), None);
+    }
+
+    #[test]
+    fn follower_follows_the_highest_quorum_connected_leader() {
+        let mut e = election(1);
+        let low = Ballot { round: 2, leader: NodeId(2) };
+        let high = Ballot { round: 3, leader: NodeId(3) };
+        let r = e.round();
+        e.on_reply(NodeId(2), r, heartbeat(Some(low), true, true));
+        e.on_reply(NodeId(3), r, heartbeat(Some(high), true, true));
+        let (event, _) = e.on_round(Time(0), &mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(event, ElectionEvent::Steady);
+        assert_eq!(e.leader(), Some(high));
+    }
+}

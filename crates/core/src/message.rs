@@ -13,11 +13,16 @@ pub enum Message<C> {
     /// what you accepted in slots from `from_slot` on". One Prepare covers every open
     /// slot: phase 1 runs once per leadership (Multi-Paxos).
     Prepare { ballot: Ballot, from_slot: Slot },
-    /// p1b: the acceptor promised `ballot`. `accepted` holds its pvalues for slots at or
-    /// above `max(from_slot, decided_upto)`; every slot below `decided_upto` is decided at
-    /// this acceptor, so the new leader never proposes there (it learns those slots by
-    /// catch-up instead).
-    Promise { ballot: Ballot, decided_upto: Slot, accepted: Vec<PValue<C>> },
+    /// p1b: the acceptor promised `ballot`. `accepted` holds its pvalues and `decided` the
+    /// values its replica knows decided, both for slots at or above
+    /// `max(from_slot, decided_upto)`. Every slot below `decided_upto` is decided at this
+    /// node, so the new leader never proposes there (it learns those slots by catch-up).
+    Promise {
+        ballot: Ballot,
+        decided_upto: Slot,
+        accepted: Vec<PValue<C>>,
+        decided: Vec<(Slot, Value<C>)>,
+    },
     /// p2a, from a Commander. `decided_upto` piggybacks the leader's commit point.
     Accept { pvalue: PValue<C>, decided_upto: Slot },
     /// p2b: the acceptor accepted `ballot` in `slot`.

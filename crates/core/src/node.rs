@@ -1,10 +1,26 @@
 //! A Synod server's protocol state: every role of the paper in one sans-IO object.
+//!
+//! Each handler has one shape (TigerBeetle's replica): return early if the input is to
+//! be ignored, assert preconditions, make the transition. Messages a node sends itself
+//! (the leader's own acceptor, the commander's decision to its own replica) are handled
+//! within the same input, so their records land in the same `Ready` as everything they
+//! enable: nothing escapes before it is durable.
 
-use crate::effects::{DurableState, Ready};
+use std::collections::VecDeque;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::acceptor::Acceptor;
+use crate::effects::{DurableState, Envelope, LogEntry, Output, Ready, Record};
+use crate::election::{Election, ElectionEvent};
+use crate::leader::{Acceptors, Leader, LeaderEvent, Promise};
 use crate::message::Message;
 use crate::options::{Options, PlantedBugs};
+use crate::replica::{AppliedCommand, Replica};
+use crate::requester::Requester;
 use crate::state_machine::StateMachine;
-use crate::types::{Ballot, Command, Configuration, NodeId, Slot, Time};
+use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
 
 /// A snapshot of a node's view, for status pages and the simulator's checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,10 +42,31 @@ pub struct Status {
     pub requests_pending: usize,
 }
 
+type Cmd<S> = <S as StateMachine>::Command;
+
 /// One server: acceptor, replica, leader (with scout and commanders), requester and
 /// failure detector.
 pub struct Node<S: StateMachine> {
-    _s: std::marker::PhantomData<S>,
+    id: NodeId,
+    configuration: Configuration,
+    options: Options,
+    bugs: PlantedBugs,
+    rng: ChaCha8Rng,
+    acceptor: Acceptor<Cmd<S>>,
+    replica: Replica<S>,
+    leader: Leader<Cmd<S>>,
+    election: Election,
+    requester: Requester<Cmd<S>>,
+    // Effects of the current input, handed out by `take_ready`.
+    persist: Vec<Record<Cmd<S>>>,
+    lsn: u64,
+    outbox: Vec<Envelope<Cmd<S>>>,
+    outputs: Vec<Output<S::Output>>,
+    /// Messages to this node itself, handled before the input returns.
+    local: VecDeque<Message<Cmd<S>>>,
+    next_tick: Time,
+    /// When this node last asked a peer for missed decisions (once per round at most).
+    catch_up_sent_at: Option<Time>,
 }
 
 impl<S: StateMachine> Node<S> {
@@ -40,59 +77,375 @@ impl<S: StateMachine> Node<S> {
         configuration: Configuration,
         options: Options,
         state_machine: S,
-        durable: DurableState<S::Command>,
+        durable: DurableState<Cmd<S>>,
         seed: u64,
         now: Time,
     ) -> Self {
-        let _ = (id, configuration, options, state_machine, durable, seed, now);
-        todo!()
+        assert!(configuration.contains(id), "{id} is not a member of {configuration:?}");
+        options.validate().expect("invalid options");
+        let mut acceptor = Acceptor::new(durable.promised);
+        let mut replica = Replica::new(state_machine, options.sessions_max);
+        for (slot, entry) in durable.log {
+            match entry {
+                LogEntry::Accepted { ballot, value } => acceptor.restore(PValue { ballot, slot, value }),
+                LogEntry::Decided(value) => {
+                    replica.on_decision(slot, value);
+                }
+            }
+        }
+        let mut applied = Vec::new();
+        replica.apply_decided(&mut applied);
+        acceptor.forget_below(replica.slot_out());
+        let election = Election::new(
+            id,
+            &configuration.members,
+            configuration.quorum(),
+            options.heartbeat_ms,
+            options.election_timeout_ms,
+            options.backoff_max_ms,
+            durable.promised,
+            now,
+        );
+        Node {
+            id,
+            leader: Leader::new(options.requests_pending_max),
+            requester: Requester::new(options.requests_pending_max),
+            configuration,
+            bugs: PlantedBugs::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            acceptor,
+            replica,
+            election,
+            persist: Vec::new(),
+            lsn: 0,
+            outbox: Vec::new(),
+            outputs: Vec::new(),
+            local: VecDeque::new(),
+            next_tick: now,
+            catch_up_sent_at: None,
+            options,
+        }
     }
 
     /// Simulator only: plants known bugs to prove the checkers catch them.
     #[doc(hidden)]
     pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
-        let _ = bugs;
-        todo!()
+        self.bugs = bugs;
     }
 
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.id
     }
 
-    /// A client attached to this node submits `command`. Its output arrives later as an
-    /// [`crate::Output`] in a `Ready` of this node.
-    pub fn invoke(&mut self, now: Time, command: Command<S::Command>) {
-        let _ = (now, command);
-        todo!()
+    pub fn state_machine(&self) -> &S {
+        self.replica.state_machine()
     }
 
-    /// A message arrived from `from`.
-    pub fn handle_message(&mut self, now: Time, from: NodeId, message: Message<S::Command>) {
-        let _ = (now, from, message);
-        todo!()
-    }
-
-    /// The deadline returned by `poll_timeout` has passed.
-    pub fn handle_timeout(&mut self, now: Time) {
-        let _ = now;
-        todo!()
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            ballot_max: self.election.ballot_max().max(self.acceptor.promised()),
+            leader: self.election.leader(),
+            is_leader: self.leader.is_active(),
+            quorum_connected: self.election.quorum_connected(),
+            decided_upto: self.replica.slot_out(),
+            applied_upto: self.replica.slot_out(),
+            requests_pending: self.requester.len(),
+        }
     }
 
     /// When the node next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        todo!()
+        Some(self.next_tick)
     }
 
     /// Takes the effects of the inputs so far. Call after every input.
-    pub fn take_ready(&mut self) -> Ready<S::Command, S::Output> {
-        todo!()
+    pub fn take_ready(&mut self) -> Ready<Cmd<S>, S::Output> {
+        assert!(self.local.is_empty(), "local messages are handled within the input");
+        self.lsn += self.persist.len() as u64;
+        Ready::new(
+            std::mem::take(&mut self.persist),
+            self.lsn,
+            std::mem::take(&mut self.outbox),
+            std::mem::take(&mut self.outputs),
+        )
     }
 
-    pub fn status(&self) -> Status {
-        todo!()
+    /// A client attached to this node submits `command`. Its output arrives later as an
+    /// [`Output`] in a `Ready` of this node.
+    pub fn invoke(&mut self, now: Time, command: Command<Cmd<S>>) {
+        let (client_id, seq) = (command.client_id, command.seq);
+        if let Err(reason) = self.requester.invoke(command) {
+            self.outputs.push(Output::Rejected { client_id, seq, reason });
+            return;
+        }
+        self.dispatch_requests(now, 0);
+        self.drain_local(now);
     }
 
-    pub fn state_machine(&self) -> &S {
-        todo!()
+    /// A message arrived from `from`.
+    pub fn handle_message(&mut self, now: Time, from: NodeId, message: Message<Cmd<S>>) {
+        if !self.configuration.contains(from) {
+            return; // Not a member: ignore (the transport logs it).
+        }
+        self.step(now, from, message);
+        self.drain_local(now);
+    }
+
+    /// The deadline returned by `poll_timeout` has passed.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now < self.next_tick {
+            return;
+        }
+        // Tick at half a heartbeat: fine enough for rounds, retransmission and retries.
+        self.next_tick = now.plus_micros(self.options.heartbeat_ms * 500);
+        if now >= self.election.next_round_at() {
+            self.on_heartbeat_round(now);
+        }
+        let retransmit_us = self.options.retransmit_ms * 1000;
+        let mut out = std::mem::take(&mut self.outbox);
+        self.leader.retransmit(now, retransmit_us, self.replica.slot_out(), &mut out);
+        self.send_all(out);
+        self.dispatch_requests(now, self.options.request_retry_ms * 1000);
+        self.drain_local(now);
+    }
+
+    fn drain_local(&mut self, now: Time) {
+        // Bounded: every local message is a reply to a message of this input, and
+        // replies do not beget further replies beyond one decision per slot.
+        let mut steps = 0usize;
+        while let Some(message) = self.local.pop_front() {
+            steps += 1;
+            assert!(steps < 1_000_000, "local message loop does not terminate");
+            self.step(now, self.id, message);
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: Message<Cmd<S>>) {
+        if to == self.id {
+            self.local.push_back(message);
+        } else {
+            self.outbox.push(Envelope { to, message });
+        }
+    }
+
+    fn send_all(&mut self, envelopes: Vec<Envelope<Cmd<S>>>) {
+        for Envelope { to, message } in envelopes {
+            self.send(to, message);
+        }
+    }
+
+    fn broadcast(&mut self, message: Message<Cmd<S>>) {
+        for to in self.configuration.members.clone() {
+            self.send(to, message.clone());
+        }
+    }
+
+    fn acceptors(&self) -> Acceptors {
+        let members = self.configuration.members.clone();
+        let quorum = if self.bugs.small_quorum {
+            (members.len() / 2).max(1)
+        } else {
+            self.configuration.quorum()
+        };
+        Acceptors { members, quorum }
+    }
+
+    fn step(&mut self, now: Time, from: NodeId, message: Message<Cmd<S>>) {
+        match message {
+            Message::Prepare { ballot, from_slot } => self.on_prepare(now, from, ballot, from_slot),
+            Message::Promise { ballot, decided_upto, accepted, decided } => {
+                let acceptors = self.acceptors();
+                let mut out = Vec::new();
+                let promise = Promise { from, ballot, decided_upto, accepted, decided };
+                let slot_out = self.replica.slot_out();
+                let event = self.leader.on_promise(promise, slot_out, &acceptors, now, &mut out);
+                self.send_all(out);
+                self.on_leader_event(now, event);
+            }
+            Message::Accept { pvalue, decided_upto } => self.on_accept(now, from, pvalue, decided_upto),
+            Message::Accepted { ballot, slot } => {
+                let event = self.leader.on_accepted(from, ballot, slot);
+                self.on_leader_event(now, event);
+            }
+            Message::Nack { ballot, promised } => {
+                self.election.observe(promised);
+                let event = self.leader.on_nack(ballot, promised);
+                self.on_leader_event(now, event);
+            }
+            Message::Decision { slot, value } => self.on_decision(now, slot, value),
+            Message::HeartbeatRequest { round } => {
+                let status = self.election.heartbeat(self.replica.slot_out());
+                self.send(from, Message::HeartbeatReply { round, status });
+            }
+            Message::HeartbeatReply { round, status } => {
+                self.election.on_reply(from, round, status);
+                self.maybe_catch_up(now, from, status.decided_upto);
+            }
+            Message::Forward { commands } => {
+                for command in commands {
+                    // A full queue or a lost leadership drops the command; its requester resends.
+                    let _ = self.leader.enqueue(command);
+                }
+                self.propose(now);
+            }
+            Message::CatchUp { from_slot } => {
+                let values = self.replica.decisions_for_catch_up(from_slot, self.options.catchup_batch_max);
+                if !values.is_empty() {
+                    self.send(from, Message::Decisions { from_slot, values });
+                }
+            }
+            Message::Decisions { from_slot, values } => {
+                for (i, value) in values.into_iter().enumerate() {
+                    self.on_decision(now, from_slot + i as u64, value);
+                }
+            }
+            Message::SnapshotNeeded { .. } => {
+                // State transfer arrives with checkpoints (the storage issue). Until then no
+                // node compacts its log, so no node sends this.
+            }
+        }
+    }
+
+    /// p1a at our acceptor. Decisions our replica knows count as accepted (see Acceptor).
+    fn on_prepare(&mut self, now: Time, from: NodeId, ballot: Ballot, from_slot: Slot) {
+        self.on_ballot_seen(now, ballot);
+        let slot_out = self.replica.slot_out();
+        let decided = self.replica.decided_from(from_slot);
+        let (record, reply) = self.acceptor.on_prepare(ballot, from_slot, slot_out, decided);
+        self.persist.extend(record);
+        self.send(from, reply);
+    }
+
+    /// p2a at our acceptor.
+    fn on_accept(&mut self, now: Time, from: NodeId, pvalue: PValue<Cmd<S>>, decided_upto: Slot) {
+        self.on_ballot_seen(now, pvalue.ballot);
+        let (record, reply) = self.acceptor.on_accept(pvalue);
+        self.persist.extend(record);
+        self.send(from, reply);
+        self.maybe_catch_up(now, from, decided_upto);
+    }
+
+    /// Another node works with a ballot above ours: once our acceptor promises it, our own
+    /// scout and commanders cannot succeed, so stop now rather than wait for the nacks.
+    fn on_ballot_seen(&mut self, now: Time, ballot: Ballot) {
+        self.election.observe(ballot);
+        if ballot > self.leader.ballot() && ballot.leader != self.id && self.leader.is_leading() {
+            self.leader.step_down();
+            self.election.on_preempted(now, ballot, &mut self.rng);
+        }
+    }
+
+    fn on_decision(&mut self, now: Time, slot: Slot, value: Value<Cmd<S>>) {
+        if slot < self.replica.slot_out() || !self.replica.on_decision(slot, value.clone()) {
+            return; // Known already.
+        }
+        self.persist.push(Record::Decided { slot, value });
+        self.leader.on_decided(slot);
+        let mut applied = Vec::new();
+        self.replica.apply_decided(&mut applied);
+        self.acceptor.forget_below(self.replica.slot_out());
+        for AppliedCommand { slot, client_id, seq, result } in applied {
+            if self.requester.complete(client_id, seq) {
+                self.outputs.push(match result {
+                    Ok(output) => Output::Applied { client_id, seq, slot, output },
+                    Err(reason) => Output::Rejected { client_id, seq, reason },
+                });
+            }
+        }
+        // Applying frees window slots.
+        self.propose(now);
+    }
+
+    fn on_leader_event(&mut self, now: Time, event: LeaderEvent<Cmd<S>>) {
+        match event {
+            LeaderEvent::Nothing => {}
+            LeaderEvent::Adopted { decided_upto, ahead } => {
+                if let Some(peer) = ahead.filter(|_| decided_upto > self.replica.slot_out()) {
+                    self.send(peer, Message::CatchUp { from_slot: self.replica.slot_out() });
+                }
+                // Everything our clients wait for goes into our own queue now.
+                self.requester.reset();
+                self.dispatch_requests(now, 0);
+            }
+            LeaderEvent::Decided { slot, value } => self.broadcast(Message::Decision { slot, value }),
+            LeaderEvent::Preempted(promised) => {
+                self.election.on_preempted(now, promised, &mut self.rng);
+            }
+        }
+    }
+
+    fn on_heartbeat_round(&mut self, now: Time) {
+        let leader_before = self.election.leader();
+        let (event, round) = self.election.on_round(now, &mut self.rng);
+        match event {
+            ElectionEvent::Steady => {}
+            ElectionEvent::StepDown => self.leader.step_down(),
+            ElectionEvent::TakeOver(ballot) => {
+                let from_slot = self.replica.slot_out();
+                if self.bugs.stale_ballot && self.leader.led_before() {
+                    self.leader.start_without_phase1(ballot, from_slot);
+                } else {
+                    let acceptors = self.acceptors();
+                    let mut out = Vec::new();
+                    self.leader.start(ballot, from_slot, &acceptors, now, &mut out);
+                    self.send_all(out);
+                }
+            }
+        }
+        if self.election.leader() != leader_before {
+            self.requester.reset(); // A new leader: hand it every pending command now.
+        }
+        for peer in self.election.peers().to_vec() {
+            self.send(peer, Message::HeartbeatRequest { round });
+        }
+    }
+
+    /// Asks `peer` for decisions we miss, at most once per heartbeat round.
+    fn maybe_catch_up(&mut self, now: Time, peer: NodeId, peer_decided_upto: Slot) {
+        if peer_decided_upto <= self.replica.slot_out() {
+            return;
+        }
+        let interval_us = self.options.heartbeat_ms * 1000;
+        if self.catch_up_sent_at.is_some_and(|at| now.saturating_sub(at) < interval_us) {
+            return;
+        }
+        self.catch_up_sent_at = Some(now);
+        self.send(peer, Message::CatchUp { from_slot: self.replica.slot_out() });
+    }
+
+    /// Hands pending client commands to the leader: into our own queue if we lead,
+    /// otherwise forwarded to the node we follow. `retry_us` = 0 sends only new ones.
+    fn dispatch_requests(&mut self, now: Time, retry_us: u64) {
+        let retry_us = if retry_us == 0 { u64::MAX } else { retry_us };
+        if self.leader.is_active() {
+            for command in self.requester.due(now, retry_us) {
+                let _ = self.leader.enqueue(command);
+            }
+            self.propose(now);
+            return;
+        }
+        let Some(leader) = self.election.leader().map(|b| b.leader) else { return };
+        if leader == self.id {
+            return; // Phase 1 in progress; `Adopted` dispatches.
+        }
+        let commands = self.requester.due(now, retry_us);
+        for chunk in commands.chunks(self.options.batch_commands_max) {
+            self.send(leader, Message::Forward { commands: chunk.to_vec() });
+        }
+    }
+
+    fn propose(&mut self, now: Time) {
+        let acceptors = self.acceptors();
+        let mut out = Vec::new();
+        self.leader.propose(
+            self.replica.slot_out(),
+            self.options.window_slots,
+            self.options.batch_commands_max,
+            &acceptors,
+            now,
+            &mut out,
+        );
+        self.send_all(out);
     }
 }
