@@ -18,7 +18,13 @@ pub struct Commander<C> {
 impl<C> Commander<C> {
     pub fn new(pvalue: PValue<C>, acceptors: &[NodeId], quorum: usize, now: Time) -> Self {
         assert!(quorum >= 1 && quorum <= acceptors.len());
-        Commander { pvalue, quorum, waitfor: acceptors.iter().copied().collect(), accepted: 0, last_sent: now }
+        Commander {
+            pvalue,
+            quorum,
+            waitfor: acceptors.iter().copied().collect(),
+            accepted: 0,
+            last_sent: now,
+        }
     }
 
     pub fn waitfor(&self) -> impl Iterator<Item = NodeId> + '_ {

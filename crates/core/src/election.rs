@@ -222,7 +222,13 @@ mod tests {
     }
 
     fn heartbeat(leader: Option<Ballot>, quorum_connected: bool, happy: bool) -> Heartbeat {
-        Heartbeat { ballot_max: leader.unwrap_or(Ballot::ZERO), leader, quorum_connected, happy, decided_upto: 0 }
+        Heartbeat {
+            ballot_max: leader.unwrap_or(Ballot::ZERO),
+            leader,
+            quorum_connected,
+            happy,
+            decided_upto: 0,
+        }
     }
 
     /// Runs rounds every 50 ms, with `reply` giving each round's replies, until an event

@@ -37,9 +37,15 @@ pub enum LeaderEvent<C> {
     Nothing,
     /// Phase 1 finished: the leader is active. Catch up on the decided prefix from
     /// `ahead` if the leader's replica lags behind `decided_upto`.
-    Adopted { decided_upto: Slot, ahead: Option<NodeId> },
+    Adopted {
+        decided_upto: Slot,
+        ahead: Option<NodeId>,
+    },
     /// A slot was decided: tell every replica.
-    Decided { slot: Slot, value: Value<C> },
+    Decided {
+        slot: Slot,
+        value: Value<C>,
+    },
     /// Someone promised a higher ballot: this leadership is over.
     Preempted(Ballot),
 }
@@ -93,7 +99,14 @@ impl<C: Payload> Leader<C> {
     }
 
     /// Phase 1 for `ballot`, covering every slot from `from_slot` on.
-    pub fn start(&mut self, ballot: Ballot, from_slot: Slot, acceptors: &Acceptors, now: Time, out: &mut Vec<Envelope<C>>) {
+    pub fn start(
+        &mut self,
+        ballot: Ballot,
+        from_slot: Slot,
+        acceptors: &Acceptors,
+        now: Time,
+        out: &mut Vec<Envelope<C>>,
+    ) {
         assert!(ballot > self.ballot, "a new leadership needs a higher ballot");
         self.step_down();
         self.ballot = ballot;
@@ -170,16 +183,30 @@ impl<C: Payload> Leader<C> {
         // Slots our own replica applied while phase 1 ran need no commander.
         for slot in adopted.decided_upto.max(slot_out)..self.next_slot {
             let value = proposals.remove(&slot).unwrap_or(Value::Noop);
-            self.spawn_commander(slot, value, acceptors, now, out);
+            self.spawn_commander(slot, value, slot_out, acceptors, now, out);
         }
         LeaderEvent::Adopted { decided_upto: adopted.decided_upto, ahead: adopted.ahead }
     }
 
-    fn spawn_commander(&mut self, slot: Slot, value: Value<C>, acceptors: &Acceptors, now: Time, out: &mut Vec<Envelope<C>>) {
+    /// Phase 2 for `value` in `slot`. `decided_upto` (our replica's applied prefix) rides
+    /// along so that lagging acceptors notice and catch up.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_commander(
+        &mut self,
+        slot: Slot,
+        value: Value<C>,
+        decided_upto: Slot,
+        acceptors: &Acceptors,
+        now: Time,
+        out: &mut Vec<Envelope<C>>,
+    ) {
         let pvalue = PValue { ballot: self.ballot, slot, value };
         let commander = Commander::new(pvalue, &acceptors.members, acceptors.quorum, now);
         for to in commander.waitfor() {
-            out.push(Envelope { to, message: Message::Accept { pvalue: commander.pvalue.clone(), decided_upto: 0 } });
+            out.push(Envelope {
+                to,
+                message: Message::Accept { pvalue: commander.pvalue.clone(), decided_upto },
+            });
         }
         let previous = self.commanders.insert(slot, commander);
         assert!(previous.is_none(), "two commanders for slot {slot} under one ballot");
@@ -204,7 +231,7 @@ impl<C: Payload> Leader<C> {
             let batch: Vec<_> = self.queue.drain(..take).collect();
             let slot = self.next_slot;
             self.next_slot += 1;
-            self.spawn_commander(slot, Value::Batch(batch), acceptors, now, out);
+            self.spawn_commander(slot, Value::Batch(batch), slot_out, acceptors, now, out);
         }
     }
 
@@ -245,12 +272,21 @@ impl<C: Payload> Leader<C> {
 
     /// Resends Prepare and Accept to acceptors that have not answered for `retransmit_us`
     /// (turning fair-loss links into stubborn ones, seed 002). `decided_upto` rides along.
-    pub fn retransmit(&mut self, now: Time, retransmit_us: u64, decided_upto: Slot, out: &mut Vec<Envelope<C>>) {
+    pub fn retransmit(
+        &mut self,
+        now: Time,
+        retransmit_us: u64,
+        decided_upto: Slot,
+        out: &mut Vec<Envelope<C>>,
+    ) {
         if let Some(scout) = self.scout.as_mut() {
             if now.saturating_sub(scout.last_sent) >= retransmit_us {
                 scout.last_sent = now;
                 for to in scout.waitfor() {
-                    out.push(Envelope { to, message: Message::Prepare { ballot: scout.ballot, from_slot: scout.from_slot } });
+                    out.push(Envelope {
+                        to,
+                        message: Message::Prepare { ballot: scout.ballot, from_slot: scout.from_slot },
+                    });
                 }
             }
         }
@@ -258,7 +294,10 @@ impl<C: Payload> Leader<C> {
             if now.saturating_sub(commander.last_sent) >= retransmit_us {
                 commander.last_sent = now;
                 for to in commander.waitfor() {
-                    out.push(Envelope { to, message: Message::Accept { pvalue: commander.pvalue.clone(), decided_upto } });
+                    out.push(Envelope {
+                        to,
+                        message: Message::Accept { pvalue: commander.pvalue.clone(), decided_upto },
+                    });
                 }
             }
         }

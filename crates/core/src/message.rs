@@ -12,7 +12,10 @@ pub enum Message<C> {
     /// p1a, from a Scout: "promise not to accept ballots below `ballot`, and tell me
     /// what you accepted in slots from `from_slot` on". One Prepare covers every open
     /// slot: phase 1 runs once per leadership (Multi-Paxos).
-    Prepare { ballot: Ballot, from_slot: Slot },
+    Prepare {
+        ballot: Ballot,
+        from_slot: Slot,
+    },
     /// p1b: the acceptor promised `ballot`. `accepted` holds its pvalues and `decided` the
     /// values its replica knows decided, both for slots at or above
     /// `max(from_slot, decided_upto)`. Every slot below `decided_upto` is decided at this
@@ -24,26 +27,53 @@ pub enum Message<C> {
         decided: Vec<(Slot, Value<C>)>,
     },
     /// p2a, from a Commander. `decided_upto` piggybacks the leader's commit point.
-    Accept { pvalue: PValue<C>, decided_upto: Slot },
+    Accept {
+        pvalue: PValue<C>,
+        decided_upto: Slot,
+    },
     /// p2b: the acceptor accepted `ballot` in `slot`.
-    Accepted { ballot: Ballot, slot: Slot },
+    Accepted {
+        ballot: Ballot,
+        slot: Slot,
+    },
     /// The acceptor refused `ballot` because it promised the higher `promised`.
     /// For the Scout or Commander of `ballot` this means *preempted*.
-    Nack { ballot: Ballot, promised: Ballot },
+    Nack {
+        ballot: Ballot,
+        promised: Ballot,
+    },
     /// `slot` decided `value`. Sent by the Commander to every replica.
-    Decision { slot: Slot, value: Value<C> },
+    Decision {
+        slot: Slot,
+        value: Value<C>,
+    },
     /// Failure detection (one heartbeat round, see `election`).
-    HeartbeatRequest { round: u64 },
-    HeartbeatReply { round: u64, status: Heartbeat },
+    HeartbeatRequest {
+        round: u64,
+    },
+    HeartbeatReply {
+        round: u64,
+        status: Heartbeat,
+    },
     /// A Requester hands client commands to the node it believes leads.
-    Forward { commands: Vec<Command<C>> },
+    Forward {
+        commands: Vec<Command<C>>,
+    },
     /// A lagging replica asks for the decisions from `from_slot` on.
-    CatchUp { from_slot: Slot },
+    CatchUp {
+        from_slot: Slot,
+    },
     /// Decisions for consecutive slots starting at `from_slot` (bounded batch).
-    Decisions { from_slot: Slot, values: Vec<Value<C>> },
+    Decisions {
+        from_slot: Slot,
+        values: Vec<Value<C>>,
+    },
     /// The responder no longer holds slot `from_slot` in its log: it was compacted into a
     /// snapshot. State transfer (the storage issue) picks up from here.
-    SnapshotNeeded { from_slot: Slot, compacted_upto: Slot },
+    SnapshotNeeded {
+        from_slot: Slot,
+        compacted_upto: Slot,
+    },
 }
 
 /// What a node tells its peers each heartbeat round (the Omni-Paxos ballot leader

@@ -243,11 +243,8 @@ impl<S: StateMachine> Node<S> {
 
     fn acceptors(&self) -> Acceptors {
         let members = self.configuration.members.clone();
-        let quorum = if self.bugs.small_quorum {
-            (members.len() / 2).max(1)
-        } else {
-            self.configuration.quorum()
-        };
+        let quorum =
+            if self.bugs.small_quorum { (members.len() / 2).max(1) } else { self.configuration.quorum() };
         Acceptors { members, quorum }
     }
 

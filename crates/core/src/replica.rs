@@ -92,7 +92,12 @@ pub struct Replica<S: StateMachine> {
 
 impl<S: StateMachine> Replica<S> {
     pub fn new(state_machine: S, sessions_max: usize) -> Self {
-        Replica { state_machine, decisions: BTreeMap::new(), slot_out: 0, sessions: Sessions::new(sessions_max) }
+        Replica {
+            state_machine,
+            decisions: BTreeMap::new(),
+            slot_out: 0,
+            sessions: Sessions::new(sessions_max),
+        }
     }
 
     pub fn state_machine(&self) -> &S {

@@ -154,9 +154,12 @@ mod tests {
         let mut scout = Scout::<u32>::new(b(3, 1), 0, &NODES, 2, Time(0));
         let accepted = PValue { ballot: b(2, 3), slot: 9, value: Value::Noop };
         let _ = scout.on_promise(NodeId(2), 5, vec![accepted], vec![(9, Value::Batch(vec![]))]);
-        let ScoutEvent::Adopted(adopted) =
-            scout.on_promise(NodeId(3), 0, vec![PValue { ballot: b(1, 1), slot: 2, value: Value::Noop }], vec![])
-        else {
+        let ScoutEvent::Adopted(adopted) = scout.on_promise(
+            NodeId(3),
+            0,
+            vec![PValue { ballot: b(1, 1), slot: 2, value: Value::Noop }],
+            vec![],
+        ) else {
             panic!("expected adoption")
         };
         assert_eq!(adopted.decided_upto, 5);

@@ -1,8 +1,8 @@
 //! A few nodes on a perfect in-memory network: the protocol's happy paths and its basic
 //! recovery, before the simulator adds faults. Deterministic: fixed seeds, fixed delays.
 
-use std::collections::{BTreeMap, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 use synod_core::{
@@ -32,12 +32,14 @@ impl StateMachine for Log {
     }
 }
 
+/// (deliver at, sequence, to, from, frame)
+type InFlight = (Time, u64, NodeId, NodeId, Vec<u8>);
+
 struct Cluster {
     now: Time,
     nodes: BTreeMap<NodeId, Option<Node<Log>>>,
     disks: BTreeMap<NodeId, DurableState<Append>>,
-    /// (deliver at, sequence, to, from, message)
-    queue: BinaryHeap<Reverse<(Time, u64, NodeId, NodeId, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     outputs: Vec<(NodeId, Output<usize>)>,
     cut: Vec<(NodeId, NodeId)>,
@@ -73,7 +75,15 @@ impl Cluster {
 
     fn start(&mut self, id: NodeId) {
         let durable = self.disks[&id].clone();
-        let node = Node::new(id, self.configuration(), Options::default(), Log::default(), durable, id.0 as u64, self.now);
+        let node = Node::new(
+            id,
+            self.configuration(),
+            Options::default(),
+            Log::default(),
+            durable,
+            id.0 as u64,
+            self.now,
+        );
         self.nodes.insert(id, Some(node));
     }
 
@@ -133,20 +143,23 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<NodeId> {
-        let leaders: Vec<NodeId> = self
-            .nodes
-            .values()
-            .flatten()
-            .filter(|n| n.status().is_leader)
-            .map(|n| n.id())
-            .collect();
-        assert!(leaders.len() <= 1 || self.cut.len() > 0, "two active leaders on a healthy network: {leaders:?}");
+        let leaders: Vec<NodeId> =
+            self.nodes.values().flatten().filter(|n| n.status().is_leader).map(|n| n.id()).collect();
+        assert!(
+            leaders.len() <= 1 || !self.cut.is_empty(),
+            "two active leaders on a healthy network: {leaders:?}"
+        );
         leaders.first().copied()
     }
 
     fn invoke(&mut self, at: NodeId, client_id: u64, seq: u64, n: u64) {
         let now = self.now;
-        self.nodes.get_mut(&at).unwrap().as_mut().unwrap().invoke(now, Command { client_id, seq, op: Append(n) });
+        self.nodes
+            .get_mut(&at)
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .invoke(now, Command { client_id, seq, op: Append(n) });
         self.flush(at);
     }
 
@@ -217,7 +230,8 @@ fn a_retried_command_is_applied_once() {
     cluster.invoke(NodeId(3), 7, 1, 5);
     cluster.run_for(500);
     assert_eq!(cluster.applied(NodeId(1)), vec![5]);
-    let replies: Vec<_> = cluster.outputs.iter().filter(|(_, o)| matches!(o, Output::Applied { .. })).collect();
+    let replies: Vec<_> =
+        cluster.outputs.iter().filter(|(_, o)| matches!(o, Output::Applied { .. })).collect();
     assert_eq!(replies.len(), 3, "each node answers its own client: {replies:?}");
 }
 
@@ -250,4 +264,3 @@ fn minority_side_of_a_partition_decides_nothing() {
     }
     assert!(reference.contains(&1) && reference.contains(&2));
 }
-
