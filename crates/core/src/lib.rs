@@ -35,4 +35,6 @@ pub use message::{Heartbeat, Message};
 pub use node::{Node, Status};
 pub use options::{Options, PlantedBugs};
 pub use state_machine::{Payload, SnapshotError, StateMachine};
-pub use types::{Ballot, ClientId, Command, Configuration, NodeId, PValue, Slot, Time, Value};
+pub use types::{
+    Ballot, ClientId, Command, Configuration, NodeId, PValue, Slot, Time, Value, EPHEMERAL_CLIENT_BIT,
+};

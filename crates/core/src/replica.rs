@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::effects::Rejection;
 use crate::state_machine::StateMachine;
-use crate::types::{ClientId, Command, Slot, Value};
+use crate::types::{ClientId, Command, Slot, Value, EPHEMERAL_CLIENT_BIT};
 
 /// What applying one command of a decided batch produced.
 #[derive(Debug)]
@@ -57,6 +57,9 @@ impl<O: Clone> Sessions<O> {
         command: &Command<C>,
         apply: impl FnOnce(&C) -> O,
     ) -> Result<O, Rejection> {
+        if command.client_id & EPHEMERAL_CLIENT_BIT != 0 {
+            return Ok(apply(&command.op));
+        }
         if let Some(session) = self.by_client.get(&command.client_id) {
             if command.seq < session.seq {
                 return Err(Rejection::SessionExpired);
@@ -209,6 +212,15 @@ mod tests {
             sessions.apply(1, &Command { client_id: 1, seq: 1, op: () }, &mut apply),
             Err(Rejection::SessionExpired)
         );
+    }
+
+    #[test]
+    fn ephemeral_clients_leave_no_session_behind() {
+        let mut sessions = Sessions::<u32>::new(10);
+        let command = Command { client_id: EPHEMERAL_CLIENT_BIT | 5, seq: 1, op: () };
+        assert_eq!(sessions.apply(0, &command, |_| 1), Ok(1));
+        assert_eq!(sessions.apply(1, &command, |_| 2), Ok(2), "not deduplicated: no session");
+        assert!(sessions.is_empty());
     }
 
     #[test]

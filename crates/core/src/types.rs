@@ -68,6 +68,11 @@ impl Time {
 /// Identifies a client session for exactly-once semantics.
 pub type ClientId = u64;
 
+/// Client ids with this bit set are ephemeral: their commands apply without a session
+/// record. For reads through the log, which are safe to apply twice and must not evict
+/// real sessions from the bounded session table.
+pub const EPHEMERAL_CLIENT_BIT: ClientId = 1 << 63;
+
 /// A client's command: the application operation plus the session key that makes a
 /// retried command apply once (TigerBeetle's client sessions; Raft thesis §6.3).
 /// A client has at most one command outstanding, and its `seq` grows by one each time.

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod client_cmd;
+mod server_cmd;
 mod sim;
 
 #[derive(Parser)]
@@ -16,14 +18,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start a three-node cluster on loopback (HTTP on 7001-7003), data in ./synod-data.
+    Dev(server_cmd::DevArgs),
+    /// Run one node of a cluster.
+    Server(server_cmd::ServerArgs),
+    /// Key-value operations against a cluster.
+    Kv {
+        #[command(subcommand)]
+        command: client_cmd::KvCmd,
+        #[command(flatten)]
+        endpoints: client_cmd::Endpoints,
+    },
+    /// Bank operations against a cluster.
+    Bank {
+        #[command(subcommand)]
+        command: client_cmd::BankCmd,
+        #[command(flatten)]
+        endpoints: client_cmd::Endpoints,
+    },
+    /// Every node's view: leader, ballot, decided and applied slots.
+    Status {
+        #[command(flatten)]
+        endpoints: client_cmd::Endpoints,
+    },
     /// Run the deterministic simulator: the real protocol code under seeded faults.
     Sim(sim::SimArgs),
     /// Check recorded histories for linearizability (and bank invariants).
     Check(check::CheckArgs),
 }
 
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts")
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Cmd::Dev(args) => server_cmd::dev(args),
+        Cmd::Server(args) => server_cmd::server(args),
+        Cmd::Kv { command, endpoints } => client_runtime().block_on(client_cmd::kv(command, endpoints)),
+        Cmd::Bank { command, endpoints } => client_runtime().block_on(client_cmd::bank(command, endpoints)),
+        Cmd::Status { endpoints } => client_runtime().block_on(client_cmd::status(endpoints)),
         Cmd::Sim(args) => sim::run(args),
         Cmd::Check(args) => check::run(args),
     }

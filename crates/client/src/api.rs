@@ -1,0 +1,203 @@
+//! The JSON shapes of Synod's HTTP API, version 1. The server and this client share them,
+//! so they cannot drift apart. Keys and values travel as UTF-8 strings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the client session id; with [`SEQ_HEADER`] it makes a retried request
+/// apply once.
+pub const CLIENT_ID_HEADER: &str = "synod-client-id";
+/// Header carrying the request's sequence number within its session (1, 2, 3, ...).
+pub const SEQ_HEADER: &str = "synod-seq";
+
+/// Every error body: a stable machine code and a human message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// One of: `bad_request`, `key_too_large`, `value_too_large`, `body_too_large`,
+    /// `batch_too_large`, `not_found`, `no_quorum`, `busy`, `timeout`, `session_expired`,
+    /// `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetResponse {
+    pub key: String,
+    pub value: Option<String>,
+    /// Present on stale reads: slots this replica has applied (compare with the leader's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_upto: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    pub value: String,
+}
+
+/// Put and delete answer with the value they replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousResponse {
+    pub previous: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasRequest {
+    /// The value the key must hold; `null` means "must be absent".
+    pub expected: Option<String>,
+    /// The value to set; `null` deletes the key.
+    pub new: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasResponse {
+    pub succeeded: bool,
+    /// The value after the call (on failure: the value that did not match).
+    pub current: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanResponse {
+    pub entries: Vec<Entry>,
+    /// More entries match than were returned.
+    pub more: bool,
+}
+
+/// One comparison of a transaction; all must hold for the success branch to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "test", rename_all = "snake_case")]
+pub enum TxnCompare {
+    /// The key holds `value` (`null`: the key is absent).
+    Equals {
+        key: String,
+        value: Option<String>,
+    },
+    Exists {
+        key: String,
+    },
+    Missing {
+        key: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TxnOp {
+    Get { key: String },
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRequest {
+    #[serde(default)]
+    pub compare: Vec<TxnCompare>,
+    #[serde(default)]
+    pub success: Vec<TxnOp>,
+    #[serde(default)]
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TxnOpResult {
+    Get { value: Option<String> },
+    Put { previous: Option<String> },
+    Delete { previous: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    pub results: Vec<TxnOpResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAccountRequest {
+    pub account: u64,
+    #[serde(default)]
+    pub initial_balance: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAccountResponse {
+    pub account: u64,
+    /// `opened`, or `already_exists` (nothing changed).
+    pub result: String,
+    pub balance: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// Chosen by the client: a repeat of the same id returns the first result.
+    pub id: u64,
+    pub from: u64,
+    pub to: u64,
+    pub amount: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferResponse {
+    pub id: u64,
+    /// `ok`, `insufficient_funds`, `no_such_account`, `same_account`, `zero_amount`,
+    /// `balance_overflow` or `id_reused`. Only `ok` moved money.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBatchRequest {
+    pub transfers: Vec<TransferRequest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBatchResponse {
+    pub results: Vec<TransferResponse>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceResponse {
+    pub account: u64,
+    pub balance: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalancesResponse {
+    pub balances: BTreeMap<u64, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: u32,
+    pub peer_addr: String,
+    pub http_addr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub node: u32,
+    pub cluster_id: String,
+    pub members: Vec<PeerStatus>,
+    /// The node this node follows (itself when it leads), if any.
+    pub leader: Option<u32>,
+    /// The leader's HTTP address, for clients to go straight there.
+    pub leader_http: Option<String>,
+    pub is_leader: bool,
+    pub ballot: String,
+    pub quorum_connected: bool,
+    pub decided_upto: u64,
+    pub applied_upto: u64,
+    pub requests_pending: usize,
+    pub fsyncs: u64,
+    pub uptime_seconds: f64,
+}

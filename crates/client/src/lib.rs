@@ -1,0 +1,296 @@
+//! # synod-client
+//!
+//! A client for Synod's HTTP API that does not stampede (seed 001, the thundering herd):
+//! it finds the leader, retries failed calls with capped exponential backoff and full
+//! jitter, and makes retries safe: every mutating call carries the client's session id
+//! and a sequence number, so a retried call is applied once and returns the first reply.
+//!
+//! A [`Client`] is one session and runs one mutating call at a time (its calls queue on an
+//! internal lock); for concurrency, use many clients.
+
+pub mod api;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use api::*;
+
+/// The dev cluster's HTTP endpoints: what every command uses when given none.
+pub const DEFAULT_ENDPOINTS: [&str; 3] =
+    ["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003"];
+
+/// What went wrong with a call. Each variant says what is known about its effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The server refused the request (4xx): nothing was changed.
+    Rejected { status: u16, code: String, message: String },
+    /// No node could serve the call within the retry budget. A mutating call may or may
+    /// not have been applied (retrying it later with the same client is safe).
+    Unavailable { attempts: u32, last: String },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Rejected { status, code, message } => write!(f, "{message} ({code}, HTTP {status})"),
+            Error::Unavailable { attempts, last } => {
+                write!(f, "no node answered after {attempts} attempts (last: {last})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Retry and timeout policy.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// One HTTP attempt at most this long.
+    pub attempt_timeout: Duration,
+    /// Attempts per call at most.
+    pub attempts_max: u32,
+    /// Backoff before retry `n` is uniform in `[0, min(cap, base * 2^n))` (full jitter).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            attempt_timeout: Duration::from_secs(5),
+            attempts_max: 8,
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    /// The endpoint to try first: the leader once known.
+    preferred: AtomicUsize,
+    options: Options,
+    client_id: u64,
+    /// The session's next sequence number; held for the whole of a mutating call.
+    seq: Mutex<u64>,
+}
+
+impl Client {
+    /// A client for the cluster at `endpoints` (base URLs like `http://127.0.0.1:7001`).
+    pub fn new(endpoints: Vec<String>, options: Options) -> Client {
+        assert!(!endpoints.is_empty(), "a client needs at least one endpoint");
+        let http = reqwest::Client::builder()
+            .timeout(options.attempt_timeout)
+            .pool_max_idle_per_host(4)
+            .build()
+            .expect("an HTTP client builds");
+        let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect();
+        Client {
+            http,
+            endpoints,
+            preferred: AtomicUsize::new(0),
+            options,
+            // Ids with the top bit set are reserved for ephemeral (read) sessions.
+            client_id: rand::thread_rng().gen_range(1..1u64 << 63),
+            seq: Mutex::new(1),
+        }
+    }
+
+    /// The dev cluster on loopback.
+    pub fn dev() -> Client {
+        Client::new(DEFAULT_ENDPOINTS.iter().map(|s| s.to_string()).collect(), Options::default())
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.options.backoff_base.as_micros() as u64;
+        let cap = self.options.backoff_cap.as_micros() as u64;
+        let ceiling = cap.min(base.saturating_mul(1 << attempt.min(20)));
+        Duration::from_micros(rand::thread_rng().gen_range(0..=ceiling))
+    }
+
+    /// Sends one call, retrying on transport errors, 5xx and 503 on other endpoints.
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        session: Option<(u64, u64)>,
+    ) -> Result<R, Error> {
+        let mut last = String::new();
+        for attempt in 0..self.options.attempts_max {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+            let index = (self.preferred.load(Ordering::Relaxed) + attempt as usize) % self.endpoints.len();
+            let url = format!("{}{}", self.endpoints[index], path);
+            let mut request = self.http.request(method.clone(), &url).query(query);
+            if let Some((client_id, seq)) = session {
+                request = request.header(CLIENT_ID_HEADER, client_id).header(SEQ_HEADER, seq);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(error) => {
+                    last = format!("{url}: {error}");
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                self.preferred.store(index, Ordering::Relaxed);
+                return response.json::<R>().await.map_err(|e| Error::Unavailable {
+                    attempts: attempt + 1,
+                    last: format!("{url}: undecodable reply: {e}"),
+                });
+            }
+            let body: Option<ErrorBody> = response.json().await.ok();
+            let (code, message) = body
+                .map(|b| (b.error.code, b.error.message))
+                .unwrap_or_else(|| ("internal".into(), format!("HTTP {status}")));
+            if status.is_client_error() {
+                return Err(Error::Rejected { status: status.as_u16(), code, message });
+            }
+            last = format!("{url}: {message} ({code})");
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                continue; // No quorum there, or busy: another node, after a backoff.
+            }
+        }
+        Err(Error::Unavailable { attempts: self.options.attempts_max, last })
+    }
+
+    /// A mutating call: takes the next sequence number of the session and keeps it for
+    /// every retry, so the cluster applies the call at most once.
+    async fn mutate<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, Error> {
+        let mut seq = self.seq.lock().await;
+        let result = self.call(method, path, &[], body, Some((self.client_id, *seq))).await;
+        // Move on even after an error: the outcome is unknown or the call was refused.
+        *seq += 1;
+        result
+    }
+
+    pub async fn get(&self, key: &str, stale: bool) -> Result<GetResponse, Error> {
+        let query = if stale { vec![("consistency", "stale".to_string())] } else { vec![] };
+        self.call::<(), _>(Method::GET, &format!("/v1/kv/{}", encode(key)), &query, None, None).await
+    }
+
+    pub async fn put(&self, key: &str, value: &str) -> Result<PreviousResponse, Error> {
+        let body = PutRequest { value: value.to_string() };
+        self.mutate(Method::PUT, &format!("/v1/kv/{}", encode(key)), Some(&body)).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<PreviousResponse, Error> {
+        self.mutate::<(), _>(Method::DELETE, &format!("/v1/kv/{}", encode(key)), None).await
+    }
+
+    pub async fn cas(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<CasResponse, Error> {
+        let body = CasRequest { expected: expected.map(str::to_string), new: new.map(str::to_string) };
+        self.mutate(Method::POST, &format!("/v1/kv/{}/cas", encode(key)), Some(&body)).await
+    }
+
+    pub async fn scan(&self, prefix: &str, limit: u32) -> Result<ScanResponse, Error> {
+        let query = vec![("prefix", prefix.to_string()), ("limit", limit.to_string())];
+        self.call::<(), _>(Method::GET, "/v1/kv", &query, None, None).await
+    }
+
+    pub async fn txn(&self, txn: &TxnRequest) -> Result<TxnResponse, Error> {
+        self.mutate(Method::POST, "/v1/txn", Some(txn)).await
+    }
+
+    pub async fn open_account(
+        &self,
+        account: u64,
+        initial_balance: u64,
+    ) -> Result<OpenAccountResponse, Error> {
+        let body = OpenAccountRequest { account, initial_balance };
+        self.mutate(Method::POST, "/v1/bank/accounts", Some(&body)).await
+    }
+
+    pub async fn transfer(&self, transfer: TransferRequest) -> Result<TransferResponse, Error> {
+        self.mutate(Method::POST, "/v1/bank/transfers", Some(&transfer)).await
+    }
+
+    pub async fn transfer_batch(
+        &self,
+        transfers: Vec<TransferRequest>,
+    ) -> Result<TransferBatchResponse, Error> {
+        self.mutate(Method::POST, "/v1/bank/transfers/batch", Some(&TransferBatchRequest { transfers })).await
+    }
+
+    pub async fn balance(&self, account: u64) -> Result<BalanceResponse, Error> {
+        self.call::<(), _>(Method::GET, &format!("/v1/bank/accounts/{account}"), &[], None, None).await
+    }
+
+    pub async fn balances(&self) -> Result<BalancesResponse, Error> {
+        self.call::<(), _>(Method::GET, "/v1/bank/accounts", &[], None, None).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, Error> {
+        self.call::<(), _>(Method::GET, "/v1/status", &[], None, None).await
+    }
+
+    /// Asks any node who leads and prefers that endpoint from now on.
+    pub async fn discover_leader(&self) -> Result<Option<String>, Error> {
+        let status = self.status().await?;
+        if let Some(leader) = &status.leader_http {
+            if let Some(i) = self.endpoints.iter().position(|e| e == leader) {
+                self.preferred.store(i, Ordering::Relaxed);
+            }
+        }
+        Ok(status.leader_http)
+    }
+}
+
+/// Percent-encodes a key for a URL path segment.
+fn encode(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded_in_paths() {
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode("plain-key_1.x~"), "plain-key_1.x~");
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let client = Client::new(vec!["http://127.0.0.1:1".into()], Options::default());
+        for attempt in 0..40 {
+            assert!(client.backoff(attempt) <= Options::default().backoff_cap);
+        }
+    }
+}

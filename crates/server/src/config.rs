@@ -1,0 +1,172 @@
+//! Node configuration: a TOML file, overridden by flags and `SYNOD_*` environment
+//! variables (the CLI does the overriding). Defaults suit a laptop.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use synod_core::Options;
+
+/// One member of the cluster, as every node's configuration lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberConfig {
+    pub id: u32,
+    /// Where peers reach this member (`host:port`).
+    pub peer: String,
+    /// Where clients reach this member (`host:port`).
+    pub http: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id: one of `members`.
+    pub node_id: u32,
+    /// The cluster's name; frames from another cluster are refused.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    pub members: Vec<MemberConfig>,
+    /// Where this node keeps its write-ahead log and checkpoints.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Bind address for peers (default: this member's `peer` address).
+    #[serde(default)]
+    pub listen_peer: Option<String>,
+    /// Bind address for clients (default: this member's `http` address).
+    #[serde(default)]
+    pub listen_http: Option<String>,
+    /// A client call that is not applied within this long answers 503 (outcome unknown).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+}
+
+/// The protocol's timing and bounds (see `synod_core::Options`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub retransmit_ms: u64,
+    pub window_slots: u64,
+    pub batch_commands_max: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        let o = Options::default();
+        ProtocolConfig {
+            heartbeat_ms: o.heartbeat_ms,
+            election_timeout_ms: o.election_timeout_ms,
+            retransmit_ms: o.retransmit_ms,
+            window_slots: o.window_slots,
+            batch_commands_max: o.batch_commands_max,
+        }
+    }
+}
+
+fn default_cluster() -> String {
+    "synod".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("synod-data")
+}
+fn default_request_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Config {
+    /// Parses a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The cluster id on the wire: a stable hash of the cluster's name.
+    pub fn cluster_id(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = synod_core::state_machine::Fnv64::default();
+        hasher.write(self.cluster.as_bytes());
+        hasher.finish()
+    }
+
+    pub fn me(&self) -> Result<&MemberConfig, String> {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .ok_or_else(|| format!("node_id {} is not among the members", self.node_id))
+    }
+
+    pub fn options(&self) -> Options {
+        Options {
+            heartbeat_ms: self.protocol.heartbeat_ms,
+            election_timeout_ms: self.protocol.election_timeout_ms,
+            retransmit_ms: self.protocol.retransmit_ms,
+            window_slots: self.protocol.window_slots,
+            batch_commands_max: self.protocol.batch_commands_max,
+            ..Options::default()
+        }
+    }
+
+    /// Checks the configuration as a whole; the message says what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        self.me()?;
+        let mut ids: Vec<u32> = self.members.iter().map(|m| m.id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != self.members.len() {
+            return Err("member ids must be unique".into());
+        }
+        if self.request_timeout_ms == 0 {
+            return Err("request_timeout_ms must be positive".into());
+        }
+        self.options().validate()
+    }
+
+    /// The three-node cluster of `synod dev` on loopback: HTTP on 7001-7003, peers on
+    /// 7101-7103, data under `data_dir/node-N`.
+    pub fn dev(node_id: u32, data_dir: &std::path::Path) -> Config {
+        Config {
+            node_id,
+            cluster: "synod-dev".into(),
+            members: (1..=3)
+                .map(|id| MemberConfig {
+                    id,
+                    peer: format!("127.0.0.1:{}", 7100 + id),
+                    http: format!("127.0.0.1:{}", 7000 + id),
+                })
+                .collect(),
+            data_dir: data_dir.join(format!("node-{node_id}")),
+            listen_peer: None,
+            listen_http: None,
+            request_timeout_ms: default_request_timeout_ms(),
+            protocol: ProtocolConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_toml_gets_laptop_defaults() {
+        let config = Config::from_toml(
+            r#"
+            node_id = 1
+            members = [ { id = 1, peer = "127.0.0.1:7101", http = "127.0.0.1:7001" } ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.cluster, "synod");
+        assert_eq!(config.request_timeout_ms, 5000);
+        assert_eq!(config.protocol, ProtocolConfig::default());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_self_are_refused_with_a_reason() {
+        assert!(Config::from_toml("node_id = 1\nmembers = []\nbogus = 3").unwrap_err().contains("bogus"));
+        let config = Config::from_toml("node_id = 9\nmembers = []").unwrap();
+        assert!(config.validate().unwrap_err().contains("node_id 9"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The node's protocol thread: the only owner of the sans-IO [`Node`].
+//!
+//! It loops because the node is a state machine that only moves when fed: each turn it
+//! waits for the next input or the node's deadline, then drains every further input that
+//! is already queued (bounded), so that **one fsync covers all of them** (group commit),
+//! and only after that sync releases the messages and client replies — the effect
+//! contract of `synod_core::effects`. An fsync error stops the process: a node that
+//! cannot make its promises durable must not make any.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use synod_core::{
+    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, StateMachine, Status, Time,
+};
+use synod_storage::Storage;
+use tokio::sync::oneshot;
+
+use crate::transport::Outbound;
+
+/// Inputs drained into one sync at most: bounds the latency a burst adds.
+pub const INPUTS_PER_SYNC_MAX: usize = 4096;
+/// Client calls waiting for their output at most; more are refused with Busy.
+pub const WAITERS_MAX: usize = 65_536;
+
+/// Where the node's records become durable (files in production).
+pub type Wal<C> = Box<dyn Storage<C> + Send>;
+
+/// What a client call gets back.
+pub type CallResult<O> = Result<O, Rejection>;
+
+/// What the protocol thread is fed.
+pub enum Input<S: StateMachine> {
+    Peer(NodeId, Message<S::Command>),
+    Invoke(Command<S::Command>, oneshot::Sender<CallResult<S::Output>>),
+    /// Answer a read-only command from this replica's applied state (a stale read).
+    ReadLocal(S::Command, oneshot::Sender<(Option<S::Output>, Status)>),
+    /// Stop after persisting and releasing what is in hand.
+    Shutdown,
+}
+
+/// Numbers the protocol thread publishes for status and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct DriverStats {
+    pub status: Option<Status>,
+    pub storage: synod_storage::StorageStats,
+    pub inputs: u64,
+    pub commands_applied: u64,
+    pub waiters: usize,
+}
+
+pub struct Driver<S: StateMachine> {
+    node: Node<S>,
+    wal: Wal<S::Command>,
+    outbound: Outbound,
+    started: Instant,
+    waiters: HashMap<(ClientId, u64), oneshot::Sender<CallResult<S::Output>>>,
+    stats: Arc<Mutex<DriverStats>>,
+    /// Answers a read-only command from the state machine.
+    reader: fn(&S, &S::Command) -> Option<S::Output>,
+    /// Local reads wait for the turn's sync: the state they see may rest on this node's
+    /// own accept votes, which count only once durable.
+    reads: Vec<(S::Command, oneshot::Sender<(Option<S::Output>, Status)>)>,
+}
+
+impl<S: StateMachine> Driver<S> {
+    pub fn new(
+        node: Node<S>,
+        wal: Wal<S::Command>,
+        outbound: Outbound,
+        started: Instant,
+        stats: Arc<Mutex<DriverStats>>,
+        reader: fn(&S, &S::Command) -> Option<S::Output>,
+    ) -> Self {
+        Driver { node, wal, outbound, started, waiters: HashMap::new(), stats, reader, reads: Vec::new() }
+    }
+
+    fn now(&self) -> Time {
+        Time(self.started.elapsed().as_micros() as u64)
+    }
+
+    /// Runs until `Shutdown` or until every sender is gone.
+    pub fn run(mut self, inputs: Receiver<Input<S>>) {
+        let mut readies = Vec::new();
+        loop {
+            let now = self.now();
+            let deadline = self.node.poll_timeout().unwrap_or(now.plus_millis(100));
+            let wait = Duration::from_micros(deadline.saturating_sub(now));
+            let mut stop = false;
+            match inputs.recv_timeout(wait) {
+                Ok(input) => stop |= self.handle(input, &mut readies),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            for _ in 0..INPUTS_PER_SYNC_MAX {
+                match inputs.try_recv() {
+                    Ok(input) => stop |= self.handle(input, &mut readies),
+                    Err(_) => break,
+                }
+            }
+            let now = self.now();
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+                readies.push(self.node.take_ready());
+            }
+            self.persist_and_release(&mut readies);
+            if stop {
+                tracing::info!("protocol thread stopped");
+                return;
+            }
+        }
+    }
+
+    /// Feeds one input; true on shutdown.
+    fn handle(&mut self, input: Input<S>, readies: &mut Vec<Ready<S::Command, S::Output>>) -> bool {
+        let now = self.now();
+        match input {
+            Input::Peer(from, message) => self.node.handle_message(now, from, message),
+            Input::Invoke(command, reply) => {
+                if self.waiters.len() >= WAITERS_MAX {
+                    let _ = reply.send(Err(Rejection::Busy));
+                    return false;
+                }
+                // A newer call of the same session replaces an older one; the older caller
+                // sees its channel close (an unknown outcome).
+                self.waiters.insert((command.client_id, command.seq), reply);
+                self.node.invoke(now, command);
+            }
+            Input::ReadLocal(command, reply) => {
+                self.reads.push((command, reply));
+                return false;
+            }
+            Input::Shutdown => return true,
+        }
+        readies.push(self.node.take_ready());
+        false
+    }
+
+    fn persist_and_release(&mut self, readies: &mut Vec<Ready<S::Command, S::Output>>) {
+        let mut appended = 0u64;
+        for ready in readies.iter() {
+            if !ready.persist.is_empty() {
+                if let Err(error) = self.wal.append(&ready.persist) {
+                    fatal(&format!("write-ahead log append failed: {error}"));
+                }
+                appended += ready.persist.len() as u64;
+            }
+        }
+        if appended > 0 {
+            if let Err(error) = self.wal.sync() {
+                // Never retry an fsync and carry on: the kernel may have dropped the pages
+                // (the "fsyncgate" lesson). Stop; recovery will tell what survived.
+                fatal(&format!("fsync failed: {error}"));
+            }
+        }
+        let mut applied = 0;
+        let mut inputs = 0;
+        for ready in readies.drain(..) {
+            inputs += 1;
+            let lsn = ready.persist_lsn;
+            let (messages, outputs) = ready.release(Persisted::through(lsn));
+            for envelope in messages {
+                self.outbound.send(envelope.to, &envelope.message);
+            }
+            for output in outputs {
+                applied += 1;
+                let (key, result) = match output {
+                    Output::Applied { client_id, seq, output, .. } => ((client_id, seq), Ok(output)),
+                    Output::Rejected { client_id, seq, reason } => ((client_id, seq), Err(reason)),
+                };
+                if let Some(reply) = self.waiters.remove(&key) {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        if !self.reads.is_empty() {
+            let status = self.node.status();
+            for (command, reply) in self.reads.drain(..) {
+                let _ = reply.send(((self.reader)(self.node.state_machine(), &command), status.clone()));
+            }
+        }
+        // Callers that gave up (timed out) closed their channel: forget them.
+        if self.waiters.len() > WAITERS_MAX / 2 {
+            self.waiters.retain(|_, reply| !reply.is_closed());
+        }
+        let mut stats = self.stats.lock().expect("stats lock");
+        stats.status = Some(self.node.status());
+        stats.storage = self.wal.stats();
+        stats.inputs += inputs;
+        stats.commands_applied += applied;
+        stats.waiters = self.waiters.len();
+    }
+}
+
+fn fatal(message: &str) -> ! {
+    tracing::error!("{message}; stopping this node");
+    eprintln!("synod: {message}; stopping this node");
+    std::process::exit(70);
+}

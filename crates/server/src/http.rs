@@ -1,0 +1,248 @@
+//! The client API over HTTP/JSON (axum). Any node accepts any request: the node's
+//! requester hands commands to the leader, and the reply comes back once the command is
+//! decided and applied here. Routes are listed in `router`; their shapes live in
+//! `synod_client::api` and are described by `/v1/openapi.json`.
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use synod_client::api::{CLIENT_ID_HEADER, SEQ_HEADER};
+use synod_core::apps::{App, AppCommand, AppOutput};
+use synod_core::{Command, Rejection, Status, EPHEMERAL_CLIENT_BIT};
+use tokio::sync::oneshot;
+
+use crate::driver::{DriverStats, Input};
+use crate::errors::ApiError;
+use crate::metrics::Metrics;
+use crate::transport::TransportStats;
+
+/// Everything a handler needs.
+pub struct Shared {
+    pub inputs: SyncSender<Input<App>>,
+    pub stats: Arc<Mutex<DriverStats>>,
+    pub transport: Arc<TransportStats>,
+    pub info: NodeInfo,
+    pub request_timeout: Duration,
+    pub started: Instant,
+    pub metrics: Metrics,
+}
+
+/// Static facts about this node and its cluster, for status pages.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub node: u32,
+    pub cluster: String,
+    /// (id, peer address, HTTP address) of every member.
+    pub members: Vec<(u32, String, String)>,
+}
+
+pub type AppState = Arc<Shared>;
+
+/// The request body limit: larger bodies get 413 before they are read.
+pub const BODY_BYTES_MAX: usize = 8 << 20;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/kv", get(crate::kv_api::scan))
+        .route("/v1/kv/{key}", get(crate::kv_api::get).put(crate::kv_api::put).delete(crate::kv_api::delete))
+        .route("/v1/kv/{key}/cas", post(crate::kv_api::cas))
+        .route("/v1/txn", post(crate::kv_api::txn))
+        .route("/v1/bank/accounts", get(crate::bank_api::list).post(crate::bank_api::open))
+        .route("/v1/bank/accounts/{account}", get(crate::bank_api::balance))
+        .route("/v1/bank/transfers", post(crate::bank_api::transfer))
+        .route("/v1/bank/transfers/batch", post(crate::bank_api::transfer_batch))
+        .route("/v1/status", get(status))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// `Json<T>` whose rejections are our JSON errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {BODY_BYTES_MAX} bytes"),
+        );
+    }
+    ApiError::bad_request(rejection.body_text())
+}
+
+/// The session of a mutating request: from the headers (idempotent retries), or a fresh
+/// one-off session.
+pub fn session(headers: &HeaderMap) -> Result<(u64, u64), ApiError> {
+    let parse = |name: &str| -> Result<Option<u64>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => {
+                value.to_str().ok().and_then(|v| v.parse::<u64>().ok()).map(Some).ok_or_else(|| {
+                    ApiError::bad_request(format!("header {name} must be an unsigned integer"))
+                })
+            }
+        }
+    };
+    match (parse(CLIENT_ID_HEADER)?, parse(SEQ_HEADER)?) {
+        (Some(client_id), Some(seq))
+            if client_id != 0 && client_id & EPHEMERAL_CLIENT_BIT == 0 && seq > 0 =>
+        {
+            Ok((client_id, seq))
+        }
+        (None, None) => Ok((rand::thread_rng().gen_range(1..EPHEMERAL_CLIENT_BIT), 1)),
+        _ => Err(ApiError::bad_request(format!(
+            "send both {CLIENT_ID_HEADER} (1..2^63) and {SEQ_HEADER} (from 1), or neither"
+        ))),
+    }
+}
+
+impl Shared {
+    fn status(&self) -> Option<Status> {
+        self.stats.lock().expect("stats lock").status.clone()
+    }
+
+    /// Refuses early when this node cannot reach a majority: the call could only hang.
+    fn require_quorum(&self) -> Result<(), ApiError> {
+        match self.status() {
+            Some(status) if status.quorum_connected && status.leader.is_some() => Ok(()),
+            _ => Err(ApiError::unavailable(
+                "no_quorum",
+                "this node does not currently reach a majority with a leader; retry here later or try another node",
+            )),
+        }
+    }
+
+    /// Runs `command` through the log and waits for its output.
+    pub async fn invoke(&self, session: (u64, u64), command: AppCommand) -> Result<AppOutput, ApiError> {
+        self.require_quorum()?;
+        let started = Instant::now();
+        let (reply, receiver) = oneshot::channel();
+        let command = Command { client_id: session.0, seq: session.1, op: command };
+        match self.inputs.try_send(Input::Invoke(command, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(ApiError::unavailable("busy", "the node's input queue is full"))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(ApiError::unavailable("stopping", "the node is stopping"))
+            }
+        }
+        let result = tokio::time::timeout(self.request_timeout, receiver).await;
+        match result {
+            Ok(Ok(Ok(output))) => {
+                self.metrics.observe_commit(started.elapsed());
+                Ok(output)
+            }
+            Ok(Ok(Err(Rejection::Busy))) => Err(ApiError::unavailable("busy", "too many requests pending at this node")),
+            Ok(Ok(Err(Rejection::SessionExpired))) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "session_expired",
+                "this sequence number is older than the session's last; its reply is gone",
+            )),
+            Ok(Err(_)) | Err(_) => Err(ApiError::unavailable(
+                "timeout",
+                format!(
+                    "not applied within {} ms; the outcome is unknown (retry with the same session headers to be safe)",
+                    self.request_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// A linearizable read: ordered through the log like a write, so it sees every write
+    /// acknowledged before it started (an ephemeral session: no session record).
+    pub async fn read(&self, command: AppCommand) -> Result<AppOutput, ApiError> {
+        let client_id = EPHEMERAL_CLIENT_BIT | rand::thread_rng().gen_range(1..EPHEMERAL_CLIENT_BIT);
+        self.invoke((client_id, 1), command).await
+    }
+
+    /// A stale read from this replica's applied state; says how far it has applied.
+    pub async fn read_stale(&self, command: AppCommand) -> Result<(AppOutput, Status), ApiError> {
+        let (reply, receiver) = oneshot::channel();
+        self.inputs
+            .try_send(Input::ReadLocal(command, reply))
+            .map_err(|_| ApiError::unavailable("busy", "the node's input queue is full"))?;
+        match tokio::time::timeout(self.request_timeout, receiver).await {
+            Ok(Ok((Some(output), status))) => Ok((output, status)),
+            Ok(Ok((None, _))) => Err(ApiError::bad_request("not a read-only command")),
+            _ => Err(ApiError::unavailable("timeout", "the node did not answer in time")),
+        }
+    }
+}
+
+async fn status(
+    State(state): State<AppState>,
+) -> Result<axum::Json<synod_client::api::StatusResponse>, ApiError> {
+    let stats = state.stats.lock().expect("stats lock").clone();
+    let Some(status) = stats.status else {
+        return Err(ApiError::unavailable("starting", "the node is starting"));
+    };
+    let leader = status.leader.map(|b| b.leader.0);
+    let leader_http =
+        leader.and_then(|id| state.info.members.iter().find(|m| m.0 == id)).map(|m| m.2.clone());
+    Ok(axum::Json(synod_client::api::StatusResponse {
+        node: state.info.node,
+        cluster_id: state.info.cluster.clone(),
+        members: state
+            .info
+            .members
+            .iter()
+            .map(|(id, peer, http)| synod_client::api::PeerStatus {
+                id: *id,
+                peer_addr: peer.clone(),
+                http_addr: http.clone(),
+            })
+            .collect(),
+        leader,
+        leader_http,
+        is_leader: status.is_leader,
+        ballot: status.ballot_max.to_string(),
+        quorum_connected: status.quorum_connected,
+        decided_upto: status.decided_upto,
+        applied_upto: status.applied_upto,
+        requests_pending: status.requests_pending,
+        fsyncs: stats.storage.wal_syncs,
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+    }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.require_quorum()?;
+    Ok("ready\n")
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let stats = state.stats.lock().expect("stats lock").clone();
+    let body = state.metrics.render(&stats, &state.transport);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}

@@ -1,0 +1,15 @@
+//! # synod-server: the Synod node
+//!
+//! Drives the sans-IO `synod_core::Node` with real threads, sockets and files:
+//! - [`driver`]: the protocol thread (persist, then send; group commit);
+//! - [`transport`]: TCP between nodes, framed and checksummed by `synod_core::wire`.
+
+pub mod bank_api;
+pub mod config;
+pub mod driver;
+pub mod errors;
+pub mod http;
+pub mod kv_api;
+pub mod metrics;
+pub mod server;
+pub mod transport;

@@ -1,0 +1,152 @@
+//! `/metrics` in the Prometheus/OpenMetrics text format (crate `prometheus-client`).
+//! Counters the protocol thread and the transport keep are copied in at scrape time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::driver::DriverStats;
+use crate::transport::TransportStats;
+
+pub struct Metrics {
+    registry: Registry,
+    commit_seconds: Histogram,
+    fsyncs: Counter,
+    fsync_seconds: Counter<f64, AtomicU64>,
+    fsync_seconds_max: Gauge<f64, AtomicU64>,
+    records_persisted: Counter,
+    protocol_inputs: Counter,
+    client_outputs: Counter,
+    frames_sent: Counter,
+    frames_received: Counter,
+    frames_dropped: Counter,
+    frames_refused: Counter,
+    peer_connects: Counter,
+    decided_upto: Gauge,
+    applied_upto: Gauge,
+    ballot_round: Gauge,
+    is_leader: Gauge,
+    quorum_connected: Gauge,
+    requests_pending: Gauge,
+    waiters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("synod");
+        let metrics = Metrics {
+            // 100 µs to ~6.5 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            fsyncs: Counter::default(),
+            fsync_seconds: Counter::default(),
+            fsync_seconds_max: Gauge::default(),
+            records_persisted: Counter::default(),
+            protocol_inputs: Counter::default(),
+            client_outputs: Counter::default(),
+            frames_sent: Counter::default(),
+            frames_received: Counter::default(),
+            frames_dropped: Counter::default(),
+            frames_refused: Counter::default(),
+            peer_connects: Counter::default(),
+            decided_upto: Gauge::default(),
+            applied_upto: Gauge::default(),
+            ballot_round: Gauge::default(),
+            is_leader: Gauge::default(),
+            quorum_connected: Gauge::default(),
+            requests_pending: Gauge::default(),
+            waiters: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "commit_seconds",
+            "Client call latency, from request to applied output",
+            m.commit_seconds.clone(),
+        );
+        registry.register("fsyncs", "Write-ahead log syncs (group commits)", m.fsyncs.clone());
+        registry.register("fsync_seconds", "Time spent in write-ahead log syncs", m.fsync_seconds.clone());
+        registry.register("fsync_seconds_max", "Slowest write-ahead log sync", m.fsync_seconds_max.clone());
+        registry.register("records_persisted", "Protocol records made durable", m.records_persisted.clone());
+        registry.register("protocol_inputs", "Inputs fed to the protocol", m.protocol_inputs.clone());
+        registry.register("client_outputs", "Client outputs delivered", m.client_outputs.clone());
+        registry.register("frames_sent", "Frames sent to peers", m.frames_sent.clone());
+        registry.register("frames_received", "Frames received from peers", m.frames_received.clone());
+        registry.register(
+            "frames_dropped_queue_full",
+            "Frames dropped: peer queue full",
+            m.frames_dropped.clone(),
+        );
+        registry.register(
+            "frames_refused",
+            "Frames refused: checksum, version or cluster",
+            m.frames_refused.clone(),
+        );
+        registry.register("peer_connects", "Outbound peer connections made", m.peer_connects.clone());
+        registry.register("decided_upto", "Every slot below is decided here", m.decided_upto.clone());
+        registry.register("applied_upto", "Every slot below is applied here", m.applied_upto.clone());
+        registry.register(
+            "ballot_round",
+            "Round of the highest ballot seen (elections)",
+            m.ballot_round.clone(),
+        );
+        registry.register("is_leader", "1 if this node is the active leader", m.is_leader.clone());
+        registry.register("quorum_connected", "1 if this node hears a majority", m.quorum_connected.clone());
+        registry.register(
+            "requests_pending",
+            "Client commands waiting at this node",
+            m.requests_pending.clone(),
+        );
+        registry.register("waiters", "HTTP calls waiting for an output", m.waiters.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    pub fn observe_commit(&self, elapsed: Duration) {
+        self.commit_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self, stats: &DriverStats, transport: &TransportStats) -> String {
+        let storage = &stats.storage;
+        self.fsyncs.inner().store(storage.wal_syncs, Ordering::Relaxed);
+        self.fsync_seconds
+            .inner()
+            .store((storage.wal_sync_nanos_total as f64 / 1e9).to_bits(), Ordering::Relaxed);
+        self.fsync_seconds_max.set(storage.wal_sync_nanos_max as f64 / 1e9);
+        self.records_persisted.inner().store(storage.records_appended, Ordering::Relaxed);
+        self.protocol_inputs.inner().store(stats.inputs, Ordering::Relaxed);
+        self.client_outputs.inner().store(stats.commands_applied, Ordering::Relaxed);
+        self.frames_sent.inner().store(transport.frames_sent.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.frames_received
+            .inner()
+            .store(transport.frames_received.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.frames_dropped
+            .inner()
+            .store(transport.frames_dropped_queue_full.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.frames_refused
+            .inner()
+            .store(transport.frames_refused.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.peer_connects.inner().store(transport.connects.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.waiters.set(stats.waiters as i64);
+        if let Some(status) = &stats.status {
+            self.decided_upto.set(status.decided_upto as i64);
+            self.applied_upto.set(status.applied_upto as i64);
+            self.ballot_round.set(status.ballot_max.round as i64);
+            self.is_leader.set(status.is_leader as i64);
+            self.quorum_connected.set(status.quorum_connected as i64);
+            self.requests_pending.set(status.requests_pending as i64);
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

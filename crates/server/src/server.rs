@@ -1,0 +1,166 @@
+//! Assembles a node: binds its sockets, starts the protocol thread, the peer transport
+//! and the HTTP API, and stops them all cleanly when `shutdown` resolves.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use synod_core::apps::App;
+use synod_core::{Configuration, DurableState, Node, NodeId, StateMachine};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::driver::{Driver, DriverStats, Input, Wal};
+use crate::http::{self, NodeInfo, Shared};
+use crate::metrics::Metrics;
+use crate::transport::{self, TransportStats};
+use synod_storage::{FileStorage, StorageOptions};
+
+/// Inputs queued for the protocol thread at most; peers' frames beyond are dropped and
+/// clients get 503 busy (backpressure instead of unbounded memory).
+pub const INPUT_QUEUE_MAX: usize = 65_536;
+
+/// What a node recovered from its disk.
+pub struct Recovered {
+    pub durable: DurableState<<App as StateMachine>::Command>,
+    pub wal: Wal<<App as StateMachine>::Command>,
+}
+
+/// Opens (or creates) the node's storage under `config.data_dir` and recovers it.
+///
+/// A replica whose log or checkpoint is damaged beyond a torn tail may have lost a promise
+/// or a vote it gave: it must not vote until it has repaired from its peers (Paxos Made
+/// Live §5.1). Until repair lands, such a node refuses to start and says why — a clean
+/// stop, never a wrong vote.
+pub fn open_storage(config: &Config) -> Result<Recovered, String> {
+    let dir = &config.data_dir;
+    let (storage, recovered) =
+        FileStorage::<<App as StateMachine>::Command>::open(dir, StorageOptions::default())
+            .map_err(|e| format!("cannot open the data directory {}: {e}", dir.display()))?;
+    let report = &recovered.report;
+    if report.damaged {
+        let damage: Vec<String> = report.damage.iter().map(|d| d.to_string()).collect();
+        return Err(format!(
+            "the data in {} is damaged and this node may have lost promises it made; it will not vote. \
+             Damage: {}. Remove the directory to rejoin as a new replica once the others hold a majority.",
+            dir.display(),
+            damage.join("; ")
+        ));
+    }
+    if recovered.checkpoint.is_some() {
+        return Err(format!(
+            "{} holds a checkpoint; restoring checkpoints is not supported by this version",
+            dir.display()
+        ));
+    }
+    if let Some(torn) = &report.torn_tail {
+        tracing::warn!(?torn, "truncated a torn write at the end of the log (it was never acknowledged)");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        fresh = report.fresh,
+        records = report.records_replayed,
+        "recovered storage"
+    );
+    Ok(Recovered { durable: recovered.state, wal: Box::new(storage) })
+}
+
+/// Runs one node until `shutdown` resolves. Errors are for the operator: they name the
+/// address or file at fault.
+pub async fn run(
+    config: Config,
+    recovered: Recovered,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    config.validate()?;
+    let me = config.me()?.clone();
+    let listen_peer = config.listen_peer.clone().unwrap_or(me.peer.clone());
+    let listen_http = config.listen_http.clone().unwrap_or(me.http.clone());
+    let peer_listener = TcpListener::bind(&listen_peer)
+        .await
+        .map_err(|e| format!("cannot listen for peers on {listen_peer}: {e}"))?;
+    let http_listener = TcpListener::bind(&listen_http)
+        .await
+        .map_err(|e| format!("cannot listen for clients on {listen_http}: {e}"))?;
+
+    let id = NodeId(config.node_id);
+    let members: Vec<NodeId> = config.members.iter().map(|m| NodeId(m.id)).collect();
+    let cluster_id = config.cluster_id();
+    let started = Instant::now();
+    let node = Node::new(
+        id,
+        Configuration::new(members.clone()),
+        config.options(),
+        App::default(),
+        recovered.durable,
+        rand::thread_rng().gen(),
+        synod_core::Time(0),
+    );
+    let transport_stats = Arc::new(TransportStats::default());
+    let peers: BTreeMap<NodeId, String> =
+        config.members.iter().map(|m| (NodeId(m.id), m.peer.clone())).collect();
+    let outbound = transport::start_outbound(id, cluster_id, &peers, transport_stats.clone());
+    let stats = Arc::new(Mutex::new(DriverStats::default()));
+    let (inputs, receiver) = mpsc::sync_channel::<Input<App>>(INPUT_QUEUE_MAX);
+    let driver = Driver::new(node, recovered.wal, outbound, started, stats.clone(), App::read);
+    let protocol = std::thread::Builder::new()
+        .name(format!("synod-node-{}", config.node_id))
+        .spawn(move || driver.run(receiver))
+        .map_err(|e| format!("cannot start the protocol thread: {e}"))?;
+
+    let deliver_to = inputs.clone();
+    tokio::spawn(transport::serve_inbound(
+        peer_listener,
+        cluster_id,
+        members,
+        transport_stats.clone(),
+        move |from, message| {
+            // A full queue drops the frame: links are fair-loss, the protocol retransmits.
+            let _ = deliver_to.try_send(Input::Peer(from, message));
+        },
+    ));
+
+    let shared = Arc::new(Shared {
+        inputs: inputs.clone(),
+        stats,
+        transport: transport_stats,
+        info: NodeInfo {
+            node: config.node_id,
+            cluster: config.cluster.clone(),
+            members: config
+                .members
+                .iter()
+                .map(|m| (m.id, m.peer.clone(), format!("http://{}", m.http)))
+                .collect(),
+        },
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        started,
+        metrics: Metrics::new(),
+    });
+    tracing::info!(node = config.node_id, %listen_http, %listen_peer, cluster = %config.cluster, "serving");
+    let served = axum::serve(http_listener, http::router(shared)).with_graceful_shutdown(shutdown).await;
+    // Stop the protocol thread after it persisted and released what it holds.
+    let _ = inputs.send(Input::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || protocol.join()).await;
+    tracing::info!(node = config.node_id, "stopped");
+    served.map_err(|e| format!("HTTP server failed: {e}"))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

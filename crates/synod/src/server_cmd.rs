@@ -1,0 +1,197 @@
+//! `synod server` (one node) and `synod dev` (a three-node cluster on loopback).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use synod_server::config::{Config, MemberConfig};
+use synod_server::server;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Log format: human-readable lines or JSON objects.
+    #[arg(long, env = "SYNOD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Starts structured logging; the level comes from `RUST_LOG` (default: info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// TOML configuration file (flags and SYNOD_* variables override it).
+    #[arg(long, env = "SYNOD_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (one of the members).
+    #[arg(long, env = "SYNOD_NODE_ID")]
+    node_id: Option<u32>,
+    /// The cluster's name; nodes of other clusters are refused.
+    #[arg(long, env = "SYNOD_CLUSTER")]
+    cluster: Option<String>,
+    /// Every member as ID=PEER_HOST:PORT/HTTP_HOST:PORT, comma-separated,
+    /// e.g. 1=10.0.0.1:7101/10.0.0.1:7001,2=...
+    #[arg(long, env = "SYNOD_MEMBERS", value_delimiter = ',')]
+    members: Vec<String>,
+    /// Directory for the write-ahead log and checkpoints.
+    #[arg(long, env = "SYNOD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bind address for peers (default: this member's peer address).
+    #[arg(long, env = "SYNOD_LISTEN_PEER")]
+    listen_peer: Option<String>,
+    /// Bind address for clients (default: this member's HTTP address).
+    #[arg(long, env = "SYNOD_LISTEN_HTTP")]
+    listen_http: Option<String>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn parse_member(text: &str) -> Result<MemberConfig, String> {
+    let (id, addrs) =
+        text.split_once('=').ok_or_else(|| format!("member {text:?}: expected ID=PEER/HTTP"))?;
+    let (peer, http) =
+        addrs.split_once('/').ok_or_else(|| format!("member {text:?}: expected ID=PEER/HTTP"))?;
+    let id = id.trim().parse().map_err(|_| format!("member {text:?}: the id must be a number"))?;
+    Ok(MemberConfig { id, peer: peer.trim().to_string(), http: http.trim().to_string() })
+}
+
+impl ServerArgs {
+    fn config(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => {
+                if self.members.is_empty() || self.node_id.is_none() {
+                    return Err("give --config FILE, or --node-id and --members (see synod server --help); \
+                                for a local cluster run `synod dev`"
+                        .into());
+                }
+                Config::from_toml("node_id = 0\nmembers = []").expect("a minimal configuration parses")
+            }
+        };
+        if let Some(id) = self.node_id {
+            config.node_id = id;
+        }
+        if let Some(cluster) = &self.cluster {
+            config.cluster = cluster.clone();
+        }
+        if !self.members.is_empty() {
+            config.members = self.members.iter().map(|m| parse_member(m)).collect::<Result<_, _>>()?;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if self.listen_peer.is_some() {
+            config.listen_peer = self.listen_peer.clone();
+        }
+        if self.listen_http.is_some() {
+            config.listen_http = self.listen_http.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub fn server(args: ServerArgs) -> ExitCode {
+    init_logging(args.log.log_format);
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("synod server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    runtime.block_on(async move {
+        let recovered = match server::open_storage(&config) {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                eprintln!("synod server: {error}");
+                return ExitCode::from(1);
+            }
+        };
+        match server::run(config, recovered, server::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("synod server: {error}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the three nodes keep their data (reused by the next run).
+    #[arg(long, default_value = "synod-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Three nodes on loopback in this process: real TCP between them, real files, the same
+/// code as `synod server`. Runs until Ctrl-C or SIGTERM.
+pub fn dev(args: DevArgs) -> ExitCode {
+    init_logging(args.log.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut nodes = Vec::new();
+        let reused = args.data_dir.join("node-1").exists();
+        for id in 1..=3 {
+            let config = Config::dev(id, &args.data_dir);
+            let recovered = match server::open_storage(&config) {
+                Ok(recovered) => recovered,
+                Err(error) => {
+                    eprintln!("synod dev: node {id}: {error}");
+                    return ExitCode::from(1);
+                }
+            };
+            let mut stopped = stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            nodes.push(tokio::spawn(server::run(config, recovered, shutdown)));
+        }
+        println!("Synod dev cluster: 3 nodes, data in {} ({})", args.data_dir.display(),
+                 if reused { "reused" } else { "new" });
+        println!("  HTTP:  http://127.0.0.1:7001  http://127.0.0.1:7002  http://127.0.0.1:7003");
+        println!("  try:   curl -X PUT localhost:7001/v1/kv/greeting -d '{{\"value\":\"hello\"}}' -H 'content-type: application/json'");
+        println!("         curl localhost:7002/v1/kv/greeting");
+        println!("         synod kv put a 1 && synod kv get a && synod status");
+        println!("  stop:  Ctrl-C");
+        server::shutdown_signal().await;
+        let _ = stop.send(true);
+        let mut code = ExitCode::SUCCESS;
+        for (i, node) in nodes.into_iter().enumerate() {
+            match node.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    eprintln!("synod dev: node {}: {error}", i + 1);
+                    code = ExitCode::from(1);
+                }
+                Err(error) => {
+                    eprintln!("synod dev: node {}: {error}", i + 1);
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        code
+    })
+}
