@@ -145,19 +145,31 @@ impl Election {
         self.unhappy_since = None;
     }
 
-    /// Ends the current round and starts the next. Returns what to do and the number of
-    /// the new round, whose requests the node sends to every peer.
-    pub fn on_round(&mut self, now: Time, rng: &mut impl Rng) -> (ElectionEvent, u64) {
-        let event = self.evaluate(now, rng);
+    /// Ends the current round and starts the next. `leading` is the ballot this node's
+    /// leader role holds (scouting or active), if any. Returns what to do and the number
+    /// of the new round, whose requests the node sends to every peer.
+    pub fn on_round(
+        &mut self,
+        now: Time,
+        rng: &mut impl Rng,
+        leading: Option<Ballot>,
+    ) -> (ElectionEvent, u64) {
+        let event = self.evaluate(now, rng, leading);
         self.round += 1;
         self.replies.clear();
         self.next_round_at = now.plus_micros(self.heartbeat_us);
         (event, self.round)
     }
 
-    fn evaluate(&mut self, now: Time, rng: &mut impl Rng) -> ElectionEvent {
+    fn evaluate(&mut self, now: Time, rng: &mut impl Rng, leading: Option<Ballot>) -> ElectionEvent {
         self.quorum_connected = self.replies.len() + 1 >= self.quorum;
-        let leading = self.leader.filter(|b| b.leader == self.id);
+        // A ballot of ours is a live claim only while our leader role holds it. Peers may
+        // still report an older ballot of ours (we restarted, or were preempted); following
+        // it would leave the cluster behind a leader that does not lead (simulator seeds
+        // 7521 and 6184).
+        if self.leader.is_some_and(|b| b.leader == self.id) && self.leader != leading {
+            self.leader = None;
+        }
         // Candidates: quorum-connected nodes that claim to lead with their own ballot.
         let mut best = leading.filter(|_| self.quorum_connected);
         for (peer, heartbeat) in &self.replies {
@@ -192,7 +204,13 @@ impl Election {
             self.leader = None;
             return ElectionEvent::StepDown;
         }
-        let peer_happy = self.replies.values().filter(|h| h.happy).filter_map(|h| h.leader).max();
+        let peer_happy = self
+            .replies
+            .values()
+            .filter(|h| h.happy)
+            .filter_map(|h| h.leader)
+            .filter(|b| b.leader != self.id)
+            .max();
         if let Some(ballot) = peer_happy {
             // Someone we hear still sees a healthy leader (the chained scenario): follow
             // it through them rather than depose it.
@@ -238,7 +256,8 @@ mod tests {
         let mut t = 0;
         while t <= until_ms {
             reply(e);
-            let (event, _) = e.on_round(Time::from_millis(t), &mut rng);
+            let leading = e.leader().filter(|b| b.leader == e.id);
+            let (event, _) = e.on_round(Time::from_millis(t), &mut rng, leading);
             if event != ElectionEvent::Steady {
                 return (event, t);
             }
@@ -288,7 +307,7 @@ mod tests {
         while took.is_none() {
             let r = e.round();
             e.on_reply(NodeId(2), r, heartbeat(None, true, false));
-            if let (ElectionEvent::TakeOver(b), _) = e.on_round(Time::from_millis(t), &mut rng) {
+            if let (ElectionEvent::TakeOver(b), _) = e.on_round(Time::from_millis(t), &mut rng, None) {
                 took = Some(b);
             }
             t += 50;
@@ -306,8 +325,20 @@ mod tests {
         let r = e.round();
         e.on_reply(NodeId(2), r, heartbeat(Some(low), true, true));
         e.on_reply(NodeId(3), r, heartbeat(Some(high), true, true));
-        let (event, _) = e.on_round(Time(0), &mut ChaCha8Rng::seed_from_u64(0));
+        let (event, _) = e.on_round(Time(0), &mut ChaCha8Rng::seed_from_u64(0), None);
         assert_eq!(event, ElectionEvent::Steady);
         assert_eq!(e.leader(), Some(high));
+    }
+
+    #[test]
+    fn node_never_follows_an_old_ballot_of_its_own_that_it_no_longer_holds() {
+        // We restarted: peers still report our old ballot as their happy leader.
+        let old = Ballot { round: 2, leader: NodeId(1) };
+        let mut e = election(1);
+        let (event, _) = run(&mut e, 5000, |e| {
+            let r = e.round();
+            e.on_reply(NodeId(2), r, heartbeat(Some(old), true, true));
+        });
+        assert_eq!(event, ElectionEvent::TakeOver(Ballot { round: 3, leader: NodeId(1) }));
     }
 }

@@ -374,7 +374,8 @@ impl<S: StateMachine> Node<S> {
 
     fn on_heartbeat_round(&mut self, now: Time) {
         let leader_before = self.election.leader();
-        let (event, round) = self.election.on_round(now, &mut self.rng);
+        let leading = self.leader.is_leading().then(|| self.leader.ballot());
+        let (event, round) = self.election.on_round(now, &mut self.rng, leading);
         match event {
             ElectionEvent::Steady => {}
             ElectionEvent::StepDown => self.leader.step_down(),

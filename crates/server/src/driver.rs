@@ -31,12 +31,15 @@ pub type Wal<C> = Box<dyn Storage<C> + Send>;
 /// What a client call gets back.
 pub type CallResult<O> = Result<O, Rejection>;
 
+/// Where a local read's answer goes: the output (`None` for a write) and the node's status.
+pub type LocalReply<S> = oneshot::Sender<(Option<<S as StateMachine>::Output>, Status)>;
+
 /// What the protocol thread is fed.
 pub enum Input<S: StateMachine> {
     Peer(NodeId, Message<S::Command>),
     Invoke(Command<S::Command>, oneshot::Sender<CallResult<S::Output>>),
     /// Answer a read-only command from this replica's applied state (a stale read).
-    ReadLocal(S::Command, oneshot::Sender<(Option<S::Output>, Status)>),
+    ReadLocal(S::Command, LocalReply<S>),
     /// Stop after persisting and releasing what is in hand.
     Shutdown,
 }
@@ -62,7 +65,7 @@ pub struct Driver<S: StateMachine> {
     reader: fn(&S, &S::Command) -> Option<S::Output>,
     /// Local reads wait for the turn's sync: the state they see may rest on this node's
     /// own accept votes, which count only once durable.
-    reads: Vec<(S::Command, oneshot::Sender<(Option<S::Output>, Status)>)>,
+    reads: Vec<(S::Command, LocalReply<S>)>,
 }
 
 impl<S: StateMachine> Driver<S> {

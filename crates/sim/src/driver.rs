@@ -1,0 +1,244 @@
+//! Driving one node: inputs in, `Ready` out, persisted before released.
+//!
+//! The driver follows the core's contract to the letter (see `synod_core::effects`):
+//! after **every** input it takes the node's `Ready`, writes the records to the node's
+//! disk, and releases the messages and outputs only once the disk says those records
+//! are synced. Readies are released in order, so a message never overtakes the records of
+//! an earlier input either. The planted `skip-persist` bug breaks exactly this.
+
+use rand::Rng;
+use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persisted, Record, Status};
+
+use crate::clients::ClientAction;
+use crate::trace::{describe_message, kind};
+use crate::workload::{Cmd, Out, Workload};
+use crate::world::{Ev, Phase, World};
+use crate::{Bug, Outcome};
+
+impl<W: Workload> World<W> {
+    pub(crate) fn deliver(&mut self, to: usize, from: usize, frame: Vec<u8>) {
+        let message = match wire::decode::<Message<Cmd<W>>>(self.cluster_id, &frame) {
+            Ok(message) => message,
+            Err(error) => {
+                self.faults.frames_refused += 1;
+                self.trace_line(|| format!("n{} <- n{} refused frame: {error}", to + 1, from + 1));
+                return;
+            }
+        };
+        self.trace_line(|| format!("n{} <- n{} {}", to + 1, from + 1, describe_message(&message)));
+        let local = self.local_now(to);
+        let node = self.nodes[to].node.as_mut().expect("only live nodes get messages");
+        node.handle_message(local, NodeId(from as u32 + 1), message);
+        self.after_input(to);
+    }
+
+    pub(crate) fn invoke(&mut self, i: usize, command: Command<Cmd<W>>) {
+        if self.trace.enabled() {
+            let op = self.clients.workload.describe_op(&command.op);
+            self.trace_line(|| {
+                format!("n{} invoke client {} seq {} {op}", i + 1, command.client_id, command.seq)
+            });
+        }
+        let local = self.local_now(i);
+        let node = self.nodes[i].node.as_mut().expect("only live nodes get requests");
+        node.invoke(local, command);
+        self.after_input(i);
+    }
+
+    /// Takes the node's `Ready` after an input: records to disk, then (once synced)
+    /// messages and outputs out.
+    pub(crate) fn after_input(&mut self, i: usize) {
+        let now = self.now_us;
+        let slot = &mut self.nodes[i];
+        let node = slot.node.as_mut().expect("inputs go to live nodes");
+        let mut ready = node.take_ready();
+        let is_leader = node.status().is_leader;
+        let became_leader = is_leader && !slot.was_leader;
+        slot.was_leader = is_leader;
+        if became_leader {
+            self.elections.push((now, i));
+            self.trace_line(|| format!("n{} becomes the active leader", i + 1));
+        }
+        for record in &ready.persist {
+            if let Record::Decided { slot, value } = record {
+                if let Err(violation) = self.safety.on_decided(i, *slot, value, now) {
+                    self.fail(Outcome::Safety(violation));
+                }
+            }
+        }
+        let records = std::mem::take(&mut ready.persist);
+        // A vote (a promise or an accepted value) is what a crash must not take back
+        // once it was sent: the armed crash waits for one.
+        let votes = records.iter().any(|r| !matches!(r, Record::Decided { .. }));
+        if !records.is_empty() {
+            let count = records.len();
+            let latency = self.rng_disk.gen_range(self.params.fsync_min_us..=self.params.fsync_max_us);
+            let slot = &mut self.nodes[i];
+            let done_at = slot.disk.write(records, ready.persist_lsn, now, latency);
+            let incarnation = slot.incarnation;
+            self.push(done_at, Ev::Fsync { node: i, incarnation, lsn: ready.persist_lsn });
+            self.trace_line(|| {
+                format!(
+                    "n{} writes {count} records through lsn {}, synced at {:.3}ms",
+                    i + 1,
+                    ready.persist_lsn,
+                    done_at as f64 / 1e3
+                )
+            });
+            if votes {
+                if let Some(down_us) = self.nodes[i].crash_trap_us.take() {
+                    self.push(now, Ev::CrashNow { node: i, incarnation, down_us });
+                }
+            }
+        }
+        if self.bug == Some(Bug::SkipPersist) {
+            // The planted bug: send before the records are durable.
+            let (messages, outputs) = ready.release_unpersisted();
+            self.dispatch(i, messages, outputs);
+        } else {
+            self.nodes[i].waiting.push_back(ready);
+            self.release_synced(i);
+        }
+    }
+
+    /// Releases, in order, every waiting `Ready` whose records are synced.
+    pub(crate) fn release_synced(&mut self, i: usize) {
+        loop {
+            let slot = &mut self.nodes[i];
+            let synced = slot.disk.synced_lsn();
+            match slot.waiting.front() {
+                Some(ready) if ready.persist_lsn <= synced => {}
+                _ => return,
+            }
+            let ready = slot.waiting.pop_front().expect("peeked");
+            let (messages, outputs) = ready.release(Persisted::through(synced));
+            self.dispatch(i, messages, outputs);
+        }
+    }
+
+    pub(crate) fn dispatch(
+        &mut self,
+        i: usize,
+        messages: Vec<Envelope<Cmd<W>>>,
+        outputs: Vec<Output<Out<W>>>,
+    ) {
+        let mut copies = Vec::new();
+        for Envelope { to, message } in messages {
+            let to = to.0 as usize - 1;
+            let frame = wire::encode(self.cluster_id, &message);
+            copies.clear();
+            let fate = self.net.transmit(&mut self.rng_net, i, to, frame, &mut self.faults, &mut copies);
+            if self.trace.enabled() {
+                let fate = match fate {
+                    Err(drop) => format!(" DROPPED ({drop:?})"),
+                    Ok(()) => copies
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                " +{:.3}ms{}",
+                                c.delay_us as f64 / 1e3,
+                                if c.corrupted { " CORRUPTED" } else { "" }
+                            )
+                        })
+                        .collect(),
+                };
+                let kind = message.kind();
+                self.trace_line(|| format!("n{} -> n{} {kind}{fate}", i + 1, to + 1));
+            }
+            for copy in copies.drain(..) {
+                self.push(self.now_us + copy.delay_us, Ev::Deliver { from: i, to, frame: copy.frame });
+            }
+        }
+        let answered = !outputs.is_empty();
+        for output in outputs {
+            self.trace.event(self.now_us, kind::OUTPUT, i, &[]);
+            if self.trace.enabled() {
+                let text = match &output {
+                    Output::Applied { client_id, seq, slot, output } => format!(
+                        "client {client_id} seq {seq} applied in slot {slot}: {}",
+                        self.clients.workload.describe_output(output)
+                    ),
+                    Output::Rejected { client_id, seq, reason } => {
+                        format!("client {client_id} seq {seq} rejected: {reason:?}")
+                    }
+                };
+                self.trace_line(|| format!("n{} output {text}", i + 1));
+            }
+            let mode = self.mode();
+            let actions = self.clients.on_output(output, self.now_us, mode, &mut self.rng_clients);
+            self.apply(actions);
+        }
+        if answered && self.phase == Phase::Setup && self.clients.script_done() {
+            self.begin_faults();
+        }
+    }
+
+    pub(crate) fn apply(&mut self, actions: Vec<ClientAction<Cmd<W>>>) {
+        for action in actions {
+            match action {
+                ClientAction::Send { node, command } => {
+                    let latency = self.rng_clients.gen_range(0..=self.params.client_latency_max_us);
+                    self.trace_line(|| {
+                        format!("client {} seq {} -> n{}", command.client_id, command.seq, node + 1)
+                    });
+                    self.push(self.now_us + latency, Ev::Request { node, command });
+                }
+                ClientAction::Wake { client, token, at_us } => {
+                    self.push(at_us, Ev::ClientWake { client, token })
+                }
+            }
+        }
+    }
+
+    /// Makes sure a timer event is queued for the node's next deadline.
+    pub(crate) fn arm_timer(&mut self, i: usize) {
+        let slot = &self.nodes[i];
+        let Some(node) = &slot.node else { return };
+        if slot.paused.is_some() {
+            return;
+        }
+        let Some(deadline) = node.poll_timeout() else { return };
+        let at_us = slot.clock.global(deadline).max(self.now_us);
+        if !matches!(slot.timer_at_us, Some(armed) if armed <= at_us) {
+            let incarnation = slot.incarnation;
+            self.nodes[i].timer_at_us = Some(at_us);
+            self.push(at_us, Ev::Timer { node: i, incarnation });
+        }
+    }
+
+    /// Starts (or restarts) node `i` from its disk's durable state.
+    pub(crate) fn boot(&mut self, i: usize) {
+        let durable = self.nodes[i].disk.recover();
+        let local = self.local_now(i);
+        let state_machine = self.clients.workload.state_machine();
+        let seed = self.node_seed(i);
+        let mut node = Node::new(
+            NodeId(i as u32 + 1),
+            self.configuration.clone(),
+            self.options.clone(),
+            state_machine,
+            durable,
+            seed,
+            local,
+        );
+        node.plant_bugs(self.bugs());
+        let slot = &mut self.nodes[i];
+        slot.node = Some(node);
+        slot.timer_at_us = None;
+        self.after_input(i);
+        self.arm_timer(i);
+    }
+
+    pub(crate) fn status(&self, i: usize) -> Option<Status> {
+        self.nodes[i].node.as_ref().map(Node::status)
+    }
+
+    /// The live, running node that leads with the highest ballot, if any.
+    pub(crate) fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].paused.is_none())
+            .filter_map(|i| self.status(i).filter(|s| s.is_leader).map(|s| (s.ballot_max, i)))
+            .max()
+            .map(|(_, i)| i)
+    }
+}

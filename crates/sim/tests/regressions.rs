@@ -1,0 +1,31 @@
+//! Every failure the simulator found becomes a named test with its seed (replay with
+//! `synod sim --seed N`). Seeds name runs of this simulator version: if the simulator
+//! changes how it draws, a seed may stop reproducing, and the test then guards nothing
+//! until a new seed is found; the trace in the test's doc says what to look for.
+
+use synod_sim::{run_seed, Outcome, SimOptions};
+
+fn passes(seed: u64) {
+    synod_sim::quiet_panics();
+    let report = run_seed(seed, &SimOptions::default());
+    assert_eq!(report.outcome, Outcome::Ok, "{}", report.summary());
+}
+
+/// A leader (n3, ballot 2.3) crashes and restarts before its followers time out. They
+/// still report ballot 2.3 as their happy leader, the restarted node adopts its own old
+/// ballot as the cluster's leader without running phase 1 again, and nobody ever takes
+/// over: every client waits forever (liveness).
+#[test]
+fn a_restarted_leader_that_its_followers_still_follow_leads_again_seed_7521() {
+    passes(7521);
+}
+
+/// n3 leads with ballot 4.3; n5 takes over with 5.5 while n3 is cut off, then n5 is cut
+/// off by a one-way partition. After healing, the ballot leader election settles on n3's
+/// old ballot 4.3 again (everyone reports `leader=4.3`, `ballot_max=5.5`), but n3's
+/// leader role was preempted by 5.5 and never runs phase 1 with a higher ballot, and no
+/// one times out because a leader is elected: every client waits forever (liveness).
+#[test]
+fn an_elected_leader_preempted_by_a_higher_ballot_takes_over_again_seed_6184() {
+    passes(6184);
+}
