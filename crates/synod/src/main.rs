@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod client_cmd;
 mod server_cmd;
@@ -41,6 +42,8 @@ enum Cmd {
         #[command(flatten)]
         endpoints: client_cmd::Endpoints,
     },
+    /// Closed-loop load against a cluster: throughput and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Run the deterministic simulator: the real protocol code under seeded faults.
     Sim(sim::SimArgs),
     /// Check recorded histories for linearizability (and bank invariants).
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Kv { command, endpoints } => client_runtime().block_on(client_cmd::kv(command, endpoints)),
         Cmd::Bank { command, endpoints } => client_runtime().block_on(client_cmd::bank(command, endpoints)),
         Cmd::Status { endpoints } => client_runtime().block_on(client_cmd::status(endpoints)),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Sim(args) => sim::run(args),
         Cmd::Check(args) => check::run(args),
     }
