@@ -115,6 +115,7 @@ impl Election {
             quorum_connected: self.quorum_connected,
             happy: self.happy,
             decided_upto,
+            lease: false,
         }
     }
 
@@ -246,6 +247,7 @@ mod tests {
             quorum_connected,
             happy,
             decided_upto: 0,
+            lease: false,
         }
     }
 

@@ -91,6 +91,10 @@ impl<C: Payload> Leader<C> {
     pub fn led_before(&self) -> bool {
         self.led_before
     }
+    /// The slot the next batch goes into: every command proposed so far is below it.
+    pub fn next_slot(&self) -> Slot {
+        self.next_slot
+    }
     pub fn in_flight(&self) -> usize {
         self.commanders.len()
     }

@@ -90,6 +90,9 @@ pub struct Heartbeat {
     pub happy: bool,
     /// Every slot below this is decided at this node.
     pub decided_upto: Slot,
+    /// This reply grants the requester a leader lease: the sender will promise no other
+    /// node for `lease_ms` (see `Options::lease_ms`).
+    pub lease: bool,
 }
 
 impl<C> Message<C> {

@@ -6,7 +6,7 @@
 //! within the same input, so their records land in the same `Ready` as everything they
 //! enable: nothing escapes before it is durable.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +15,7 @@ use crate::acceptor::Acceptor;
 use crate::effects::{DurableState, Envelope, LogEntry, Output, Ready, Record};
 use crate::election::{Election, ElectionEvent};
 use crate::leader::{Acceptors, Leader, LeaderEvent, Promise};
-use crate::message::Message;
+use crate::message::{Heartbeat, Message};
 use crate::options::{Options, PlantedBugs};
 use crate::replica::{AppliedCommand, Replica};
 use crate::requester::Requester;
@@ -67,6 +67,21 @@ pub struct Node<S: StateMachine> {
     next_tick: Time,
     /// When this node last asked a peer for missed decisions (once per round at most).
     catch_up_sent_at: Option<Time>,
+    /// The lease this node granted: it promises no ballot of another node until then.
+    lease_grant: LeaseGrant,
+    /// As leader: the round whose answers count toward a lease, and who granted it.
+    lease_round: (u64, Time),
+    lease_votes: BTreeSet<NodeId>,
+    /// As leader: reads may be served without the log until this time.
+    lease_until: Time,
+}
+
+/// A lease this node granted (C6). `holder: None` refuses everyone: after a restart the
+/// node may have granted a lease it no longer remembers, so it waits one lease out.
+#[derive(Clone, Copy, Debug)]
+struct LeaseGrant {
+    holder: Option<NodeId>,
+    until: Time,
 }
 
 impl<S: StateMachine> Node<S> {
@@ -123,6 +138,10 @@ impl<S: StateMachine> Node<S> {
             local: VecDeque::new(),
             next_tick: now,
             catch_up_sent_at: None,
+            lease_grant: LeaseGrant { holder: None, until: now.plus_millis(options.lease_ms) },
+            lease_round: (0, now),
+            lease_votes: BTreeSet::new(),
+            lease_until: now,
             options,
         }
     }
@@ -152,6 +171,16 @@ impl<S: StateMachine> Node<S> {
             applied_upto: self.replica.slot_out(),
             requests_pending: self.requester.len(),
         }
+    }
+
+    /// A linearizable read without the log (leader lease, C6). If this node is the active
+    /// leader and holds a lease at `now`, returns the read index: once `applied_upto`
+    /// reaches it (and the `Ready`s up to now are released), the state machine reflects
+    /// every write acknowledged before `now`, and no other leader can have decided
+    /// anything since. `None`: order the read through the log instead.
+    pub fn lease_read_index(&self, now: Time) -> Option<Slot> {
+        let leased = now < self.lease_until || self.bugs.stale_read;
+        (self.leader.is_active() && leased).then(|| self.leader.next_slot())
     }
 
     /// When the node next needs `handle_timeout`.
@@ -272,11 +301,13 @@ impl<S: StateMachine> Node<S> {
             }
             Message::Decision { slot, value } => self.on_decision(now, slot, value),
             Message::HeartbeatRequest { round } => {
-                let status = self.election.heartbeat(self.replica.slot_out());
+                let mut status = self.election.heartbeat(self.replica.slot_out());
+                status.lease = self.grant_lease(now, from);
                 self.send(from, Message::HeartbeatReply { round, status });
             }
             Message::HeartbeatReply { round, status } => {
                 self.election.on_reply(from, round, status);
+                self.count_lease_vote(from, round, &status);
                 self.maybe_catch_up(now, from, status.decided_upto);
             }
             Message::Forward { commands } => {
@@ -304,8 +335,46 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// Grants `from` a lease if we follow it as leader and hold no live grant to another
+    /// node (never two holders at once).
+    fn grant_lease(&mut self, now: Time, from: NodeId) -> bool {
+        let follows = self.election.leader().is_some_and(|b| b.leader == from);
+        let free = self.lease_grant.until <= now || self.lease_grant.holder == Some(from);
+        if !(follows && free) {
+            return false;
+        }
+        self.lease_grant = LeaseGrant { holder: Some(from), until: now.plus_millis(self.options.lease_ms) };
+        true
+    }
+
+    /// As leader: a granted lease from a follower of our ballot, answering the round
+    /// we sent at `lease_round.1`. A majority (us included) extends our lease.
+    fn count_lease_vote(&mut self, from: NodeId, round: u64, status: &Heartbeat) {
+        let ours = self.leader.is_active() && status.leader == Some(self.leader.ballot());
+        if !(ours && status.lease && round == self.lease_round.0) {
+            return;
+        }
+        self.lease_votes.insert(from);
+        if self.lease_votes.len() + 1 < self.configuration.quorum() {
+            return;
+        }
+        let until = self.lease_round.1.plus_micros(self.options.lease_leader_us());
+        self.lease_until = self.lease_until.max(until);
+        // Our own acceptor is part of the majority: it too refuses other leaders meanwhile.
+        if self.lease_grant.holder == Some(self.id) || self.lease_grant.until <= self.lease_round.1 {
+            let until = self.lease_grant.until.max(self.lease_round.1.plus_millis(self.options.lease_ms));
+            self.lease_grant = LeaseGrant { holder: Some(self.id), until };
+        }
+    }
+
     /// p1a at our acceptor. Decisions our replica knows count as accepted (see Acceptor).
     fn on_prepare(&mut self, now: Time, from: NodeId, ballot: Ballot, from_slot: Slot) {
+        if now < self.lease_grant.until && self.lease_grant.holder != Some(ballot.leader) {
+            // We granted a lease to another leader: promising now could let a second
+            // leader decide while the first still serves reads alone. Stay silent; the
+            // scout retransmits and succeeds once the lease ran out.
+            return;
+        }
         self.on_ballot_seen(now, ballot);
         let slot_out = self.replica.slot_out();
         let decided = self.replica.decided_from(from_slot);
@@ -376,6 +445,9 @@ impl<S: StateMachine> Node<S> {
         let leader_before = self.election.leader();
         let leading = self.leader.is_leading().then(|| self.leader.ballot());
         let (event, round) = self.election.on_round(now, &mut self.rng, leading);
+        // Answers to this round may extend our lease, measured from now.
+        self.lease_round = (round, now);
+        self.lease_votes.clear();
         match event {
             ElectionEvent::Steady => {}
             ElectionEvent::StepDown => self.leader.step_down(),

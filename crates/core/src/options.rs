@@ -27,6 +27,14 @@ pub struct Options {
     pub catchup_batch_max: usize,
     /// Client sessions kept at most; the least recently used is evicted in log order.
     pub sessions_max: usize,
+    /// Leader lease (C6). A node that answers its leader's heartbeat promises no other
+    /// node for this long (by its own clock), so a leader that heard a majority answer a
+    /// round it sent at `t` may serve reads alone until `t + lease_ms·(1−ρ)/(1+ρ)`.
+    /// Must be below `election_timeout_ms` so that leases never delay an election much.
+    pub lease_ms: u64,
+    /// ρ, the bound on clock drift between any two nodes' rates, in parts per million
+    /// (50,000 = 5%). Leases are only as safe as this bound is true.
+    pub clock_drift_bound_ppm: u64,
 }
 
 impl Default for Options {
@@ -42,11 +50,23 @@ impl Default for Options {
             requests_pending_max: 16_384,
             catchup_batch_max: 256,
             sessions_max: 100_000,
+            lease_ms: 200,
+            clock_drift_bound_ppm: 50_000,
         }
     }
 }
 
 impl Options {
+    /// How long after sending a heartbeat round a leader may rely on the lease a
+    /// majority granted in answer to it, in microseconds of its own clock: the grant
+    /// lasts `lease_ms` on the grantor's clock from receipt, which is at least
+    /// `lease_ms/(1+ρ)` real time after sending; the leader's clock may run fast by
+    /// `1/(1−ρ)`.
+    pub fn lease_leader_us(&self) -> u64 {
+        let ppm = self.clock_drift_bound_ppm;
+        self.lease_ms * 1000 * (1_000_000 - ppm) / (1_000_000 + ppm)
+    }
+
     /// Checks that the options make sense together.
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_ms == 0 {
@@ -57,6 +77,12 @@ impl Options {
         }
         if self.window_slots == 0 || self.batch_commands_max == 0 || self.catchup_batch_max == 0 {
             return Err("window_slots, batch_commands_max and catchup_batch_max must be positive".into());
+        }
+        if self.lease_ms >= self.election_timeout_ms {
+            return Err("lease_ms must be below election_timeout_ms".into());
+        }
+        if self.clock_drift_bound_ppm >= 500_000 {
+            return Err("clock_drift_bound_ppm must be below 500000 (50%)".into());
         }
         if self.sessions_max == 0 || self.requests_pending_max == 0 {
             return Err("sessions_max and requests_pending_max must be positive".into());
@@ -75,4 +101,7 @@ pub struct PlantedBugs {
     /// A node that regains leadership proposes with its new ballot without running
     /// phase 1 first, so it never learns what earlier ballots accepted.
     pub stale_ballot: bool,
+    /// A node that believes it is the active leader serves reads locally without
+    /// checking its lease: a deposed leader answers with stale data.
+    pub stale_read: bool,
 }

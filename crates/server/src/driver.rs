@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synod_core::{
-    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, StateMachine, Status, Time,
+    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, Slot, StateMachine,
+    Status, Time,
 };
 use synod_storage::Storage;
 use tokio::sync::oneshot;
@@ -34,12 +35,19 @@ pub type CallResult<O> = Result<O, Rejection>;
 /// Where a local read's answer goes: the output (`None` for a write) and the node's status.
 pub type LocalReply<S> = oneshot::Sender<(Option<<S as StateMachine>::Output>, Status)>;
 
+/// A lease read waiting for its read index: (index, command, where the answer goes).
+type LeaseRead<S> =
+    (Slot, <S as StateMachine>::Command, oneshot::Sender<Option<<S as StateMachine>::Output>>);
+
 /// What the protocol thread is fed.
 pub enum Input<S: StateMachine> {
     Peer(NodeId, Message<S::Command>),
     Invoke(Command<S::Command>, oneshot::Sender<CallResult<S::Output>>),
     /// Answer a read-only command from this replica's applied state (a stale read).
     ReadLocal(S::Command, LocalReply<S>),
+    /// A linearizable read under the leader's lease (C6); `None` back means "no lease
+    /// here: order the read through the log".
+    ReadLease(S::Command, oneshot::Sender<Option<S::Output>>),
     /// Stop after persisting and releasing what is in hand.
     Shutdown,
 }
@@ -66,6 +74,8 @@ pub struct Driver<S: StateMachine> {
     /// Local reads wait for the turn's sync: the state they see may rest on this node's
     /// own accept votes, which count only once durable.
     reads: Vec<(S::Command, LocalReply<S>)>,
+    /// Lease reads waiting for their read index to be applied.
+    lease_reads: Vec<LeaseRead<S>>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -77,7 +87,17 @@ impl<S: StateMachine> Driver<S> {
         stats: Arc<Mutex<DriverStats>>,
         reader: fn(&S, &S::Command) -> Option<S::Output>,
     ) -> Self {
-        Driver { node, wal, outbound, started, waiters: HashMap::new(), stats, reader, reads: Vec::new() }
+        Driver {
+            node,
+            wal,
+            outbound,
+            started,
+            waiters: HashMap::new(),
+            stats,
+            reader,
+            reads: Vec::new(),
+            lease_reads: Vec::new(),
+        }
     }
 
     fn now(&self) -> Time {
@@ -135,6 +155,15 @@ impl<S: StateMachine> Driver<S> {
                 self.reads.push((command, reply));
                 return false;
             }
+            Input::ReadLease(command, reply) => {
+                match self.node.lease_read_index(now) {
+                    Some(index) => self.lease_reads.push((index, command, reply)),
+                    None => {
+                        let _ = reply.send(None);
+                    }
+                }
+                return false;
+            }
             Input::Shutdown => return true,
         }
         readies.push(self.node.take_ready());
@@ -176,6 +205,16 @@ impl<S: StateMachine> Driver<S> {
                 if let Some(reply) = self.waiters.remove(&key) {
                     let _ = reply.send(result);
                 }
+            }
+        }
+        // Every Ready taken so far is released: the applied state rests on durable votes.
+        if !self.lease_reads.is_empty() {
+            let applied = self.node.status().applied_upto;
+            let (ready, waiting) =
+                std::mem::take(&mut self.lease_reads).into_iter().partition(|r| r.0 <= applied);
+            self.lease_reads = waiting;
+            for (_, command, reply) in ready {
+                let _ = reply.send((self.reader)(self.node.state_machine(), &command));
             }
         }
         if !self.reads.is_empty() {

@@ -174,9 +174,18 @@ impl Shared {
         }
     }
 
-    /// A linearizable read: ordered through the log like a write, so it sees every write
-    /// acknowledged before it started (an ephemeral session: no session record).
+    /// A linearizable read. At a leader holding its lease (C6) it is answered locally once
+    /// the read index is applied; anywhere else it is ordered through the log like a write
+    /// (an ephemeral session: no session record), so it sees every write acknowledged
+    /// before it started.
     pub async fn read(&self, command: AppCommand) -> Result<AppOutput, ApiError> {
+        let (reply, receiver) = oneshot::channel();
+        if self.inputs.try_send(Input::ReadLease(command.clone(), reply)).is_ok() {
+            if let Ok(Ok(Some(output))) = tokio::time::timeout(self.request_timeout, receiver).await {
+                self.metrics.observe_lease_read();
+                return Ok(output);
+            }
+        }
         let client_id = EPHEMERAL_CLIENT_BIT | rand::thread_rng().gen_range(1..EPHEMERAL_CLIENT_BIT);
         self.invoke((client_id, 1), command).await
     }

@@ -16,6 +16,7 @@ use crate::transport::TransportStats;
 pub struct Metrics {
     registry: Registry,
     commit_seconds: Histogram,
+    lease_reads: Counter,
     fsyncs: Counter,
     fsync_seconds: Counter<f64, AtomicU64>,
     fsync_seconds_max: Gauge<f64, AtomicU64>,
@@ -48,6 +49,7 @@ impl Metrics {
         let metrics = Metrics {
             // 100 µs to ~6.5 s.
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            lease_reads: Counter::default(),
             fsyncs: Counter::default(),
             fsync_seconds: Counter::default(),
             fsync_seconds_max: Gauge::default(),
@@ -73,6 +75,11 @@ impl Metrics {
             "commit_seconds",
             "Client call latency, from request to applied output",
             m.commit_seconds.clone(),
+        );
+        registry.register(
+            "lease_reads",
+            "Linearizable reads served under the leader lease",
+            m.lease_reads.clone(),
         );
         registry.register("fsyncs", "Write-ahead log syncs (group commits)", m.fsyncs.clone());
         registry.register("fsync_seconds", "Time spent in write-ahead log syncs", m.fsync_seconds.clone());
@@ -113,6 +120,10 @@ impl Metrics {
 
     pub fn observe_commit(&self, elapsed: Duration) {
         self.commit_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_lease_read(&self) {
+        self.lease_reads.inc();
     }
 
     pub fn render(&self, stats: &DriverStats, transport: &TransportStats) -> String {

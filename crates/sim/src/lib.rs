@@ -126,16 +126,19 @@ pub enum Bug {
     SmallQuorum,
     /// A node that regains leadership skips phase 1.
     StaleBallot,
+    /// A leader serves lease reads without checking that its lease still holds.
+    StaleRead,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::SkipPersist, Bug::SmallQuorum, Bug::StaleBallot];
+    pub const ALL: [Bug; 4] = [Bug::SkipPersist, Bug::SmallQuorum, Bug::StaleBallot, Bug::StaleRead];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::SkipPersist => "skip-persist",
             Bug::SmallQuorum => "small-quorum",
             Bug::StaleBallot => "stale-ballot",
+            Bug::StaleRead => "stale-read",
         }
     }
 }
@@ -149,10 +152,9 @@ impl fmt::Display for Bug {
 impl FromStr for Bug {
     type Err = String;
     fn from_str(s: &str) -> Result<Bug, String> {
-        Bug::ALL
-            .into_iter()
-            .find(|bug| bug.name() == s)
-            .ok_or_else(|| format!("unknown bug {s:?}: expected skip-persist, small-quorum or stale-ballot"))
+        Bug::ALL.into_iter().find(|bug| bug.name() == s).ok_or_else(|| {
+            format!("unknown bug {s:?}: expected skip-persist, small-quorum, stale-ballot or stale-read")
+        })
     }
 }
 

@@ -28,6 +28,7 @@ impl<W: Workload> World<W> {
         slot.node = None;
         let lost = slot.disk.crash();
         slot.waiting.clear();
+        slot.lease_reads.clear();
         slot.inbox.clear();
         slot.paused = None;
         slot.incarnation += 1;

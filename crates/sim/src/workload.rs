@@ -56,6 +56,9 @@ pub(crate) trait Workload {
     fn final_op(&mut self) -> Option<PlannedOp<Cmd<Self>>>;
     /// Checks the finished history.
     fn check(&self, history: &[Event], budget: Duration) -> HistoryVerdict;
+    /// Answers a read-only command from a replica's state (leader-lease reads); `None`
+    /// for a command that writes.
+    fn read_local(state_machine: &Self::Sm, op: &Cmd<Self>) -> Option<Out<Self>>;
     /// A command, readably, for traces.
     fn describe_op(&self, op: &Cmd<Self>) -> String {
         format!("{op:?}")
@@ -137,6 +140,10 @@ impl Register {
 
 impl Workload for Register {
     type Sm = KvStore;
+
+    fn read_local(state_machine: &KvStore, op: &KvCommand) -> Option<KvOutput> {
+        state_machine.read(op)
+    }
 
     fn state_machine(&self) -> KvStore {
         KvStore::new()
@@ -257,6 +264,10 @@ fn balances_json(balances: &BTreeMap<u64, u64>) -> Json {
 
 impl Workload for BankWorkload {
     type Sm = Bank;
+
+    fn read_local(state_machine: &Bank, op: &BankCommand) -> Option<BankOutput> {
+        state_machine.read(op)
+    }
 
     fn state_machine(&self) -> Bank {
         Bank::new()

@@ -146,6 +146,9 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     pub(crate) was_leader: bool,
     /// Crash right after the next input that writes records; then stay down this long.
     pub(crate) crash_trap_us: Option<u64>,
+    /// Reads served under the leader's lease, waiting for their read index to be applied
+    /// and every earlier `Ready` to be released: (read index, command).
+    pub(crate) lease_reads: Vec<(u64, Command<S::Command>)>,
 }
 
 /// A pivot fault in progress (see `World::start_pivot`).
@@ -251,6 +254,7 @@ impl<W: Workload> World<W> {
                     inbox: VecDeque::new(),
                     disk: Disk::new(),
                     waiting: VecDeque::new(),
+                    lease_reads: Vec::new(),
                     clock: Clock { offset_us: rng_clock.gen_range(0..10_000_000), rate_ppm },
                     timer_at_us: None,
                     was_leader: false,
@@ -321,6 +325,7 @@ impl<W: Workload> World<W> {
         PlantedBugs {
             small_quorum: self.bug == Some(Bug::SmallQuorum),
             stale_ballot: self.bug == Some(Bug::StaleBallot),
+            stale_read: self.bug == Some(Bug::StaleRead),
         }
     }
 

@@ -34,3 +34,8 @@ fn small_quorum_is_caught() {
 fn stale_ballot_is_caught() {
     assert_caught(Bug::StaleBallot);
 }
+
+#[test]
+fn stale_read_is_caught() {
+    assert_caught(Bug::StaleRead);
+}

@@ -33,7 +33,7 @@ pub struct SimArgs {
     /// Workload: register or bank (default: drawn from each seed).
     #[arg(long)]
     workload: Option<WorkloadKind>,
-    /// Plant a bug the checkers must catch: skip-persist, small-quorum or stale-ballot.
+    /// Plant a bug the checkers must catch: skip-persist, small-quorum, stale-ballot or stale-read.
     #[arg(long)]
     bug: Option<Bug>,
     /// Length of the fault phase in simulated milliseconds (default: drawn per seed).
