@@ -63,6 +63,8 @@ pub struct Leader<C> {
     queue_max: usize,
     /// This node led before; the planted `stale_ballot` bug then skips phase 1.
     led_before: bool,
+    batches_proposed: u64,
+    commands_proposed: u64,
 }
 
 impl<C: Payload> Leader<C> {
@@ -76,7 +78,17 @@ impl<C: Payload> Leader<C> {
             queue: VecDeque::new(),
             queue_max,
             led_before: false,
+            batches_proposed: 0,
+            commands_proposed: 0,
         }
+    }
+
+    /// Client batches proposed since this node started, and the commands in them.
+    pub fn batches_proposed(&self) -> u64 {
+        self.batches_proposed
+    }
+    pub fn commands_proposed(&self) -> u64 {
+        self.commands_proposed
     }
 
     pub fn ballot(&self) -> Ballot {
@@ -233,6 +245,8 @@ impl<C: Payload> Leader<C> {
         while !self.queue.is_empty() && self.next_slot < slot_out + window_slots {
             let take = self.queue.len().min(batch_commands_max);
             let batch: Vec<_> = self.queue.drain(..take).collect();
+            self.batches_proposed += 1;
+            self.commands_proposed += batch.len() as u64;
             let slot = self.next_slot;
             self.next_slot += 1;
             self.spawn_commander(slot, Value::Batch(batch), slot_out, acceptors, now, out);

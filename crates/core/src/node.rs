@@ -40,6 +40,15 @@ pub struct Status {
     pub applied_upto: Slot,
     /// Client commands waiting at this node.
     pub requests_pending: usize,
+    /// Commands queued at this node's leader role for a slot.
+    pub leader_queue: usize,
+    /// Slots this node's leader role has in phase 2.
+    pub slots_in_flight: usize,
+    /// Since this node started: slots it proposed client batches in, the commands in
+    /// them, and the leaderships (phase 1 runs) it started.
+    pub batches_proposed: u64,
+    pub commands_proposed: u64,
+    pub elections_started: u64,
 }
 
 type Cmd<S> = <S as StateMachine>::Command;
@@ -74,6 +83,7 @@ pub struct Node<S: StateMachine> {
     lease_votes: BTreeSet<NodeId>,
     /// As leader: reads may be served without the log until this time.
     lease_until: Time,
+    elections_started: u64,
 }
 
 /// A lease this node granted (C6). `holder: None` refuses everyone: after a restart the
@@ -142,6 +152,7 @@ impl<S: StateMachine> Node<S> {
             lease_round: (0, now),
             lease_votes: BTreeSet::new(),
             lease_until: now,
+            elections_started: 0,
             options,
         }
     }
@@ -170,6 +181,11 @@ impl<S: StateMachine> Node<S> {
             decided_upto: self.replica.slot_out(),
             applied_upto: self.replica.slot_out(),
             requests_pending: self.requester.len(),
+            leader_queue: self.leader.queued(),
+            slots_in_flight: self.leader.in_flight(),
+            batches_proposed: self.leader.batches_proposed(),
+            commands_proposed: self.leader.commands_proposed(),
+            elections_started: self.elections_started,
         }
     }
 
@@ -452,6 +468,7 @@ impl<S: StateMachine> Node<S> {
             ElectionEvent::Steady => {}
             ElectionEvent::StepDown => self.leader.step_down(),
             ElectionEvent::TakeOver(ballot) => {
+                self.elections_started += 1;
                 let from_slot = self.replica.slot_out();
                 if self.bugs.stale_ballot && self.leader.led_before() {
                     self.leader.start_without_phase1(ballot, from_slot);

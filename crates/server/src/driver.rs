@@ -57,6 +57,7 @@ pub enum Input<S: StateMachine> {
 pub struct DriverStats {
     pub status: Option<Status>,
     pub storage: synod_storage::StorageStats,
+    pub peer_queue_frames: usize,
     pub inputs: u64,
     pub commands_applied: u64,
     pub waiters: usize,
@@ -230,6 +231,7 @@ impl<S: StateMachine> Driver<S> {
         let mut stats = self.stats.lock().expect("stats lock");
         stats.status = Some(self.node.status());
         stats.storage = self.wal.stats();
+        stats.peer_queue_frames = self.outbound.queue_depth();
         stats.inputs += inputs;
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();

@@ -247,7 +247,7 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.stats.lock().expect("stats lock").clone();
-    let body = state.metrics.render(&stats, &state.transport);
+    let body = state.metrics.render(&stats, &state.transport, stats.peer_queue_frames);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
 }

@@ -34,6 +34,12 @@ pub struct Metrics {
     is_leader: Gauge,
     quorum_connected: Gauge,
     requests_pending: Gauge,
+    leader_queue: Gauge,
+    slots_in_flight: Gauge,
+    peer_queue_frames: Gauge,
+    batches_proposed: Counter,
+    commands_proposed: Counter,
+    elections_started: Counter,
     waiters: Gauge,
 }
 
@@ -67,6 +73,12 @@ impl Metrics {
             is_leader: Gauge::default(),
             quorum_connected: Gauge::default(),
             requests_pending: Gauge::default(),
+            leader_queue: Gauge::default(),
+            slots_in_flight: Gauge::default(),
+            peer_queue_frames: Gauge::default(),
+            batches_proposed: Counter::default(),
+            commands_proposed: Counter::default(),
+            elections_started: Counter::default(),
             waiters: Gauge::default(),
             registry: Registry::default(),
         };
@@ -114,6 +126,24 @@ impl Metrics {
             "Client commands waiting at this node",
             m.requests_pending.clone(),
         );
+        registry.register("leader_queue", "Commands queued at the leader for a slot", m.leader_queue.clone());
+        registry.register("slots_in_flight", "Slots in phase 2 at this leader", m.slots_in_flight.clone());
+        registry.register("peer_queue_frames", "Frames queued for peers", m.peer_queue_frames.clone());
+        registry.register(
+            "batches_proposed",
+            "Client batches this node proposed (one slot each)",
+            m.batches_proposed.clone(),
+        );
+        registry.register(
+            "commands_proposed",
+            "Client commands in those batches",
+            m.commands_proposed.clone(),
+        );
+        registry.register(
+            "elections_started",
+            "Leaderships (phase 1 runs) this node started",
+            m.elections_started.clone(),
+        );
         registry.register("waiters", "HTTP calls waiting for an output", m.waiters.clone());
         Metrics { registry, ..metrics }
     }
@@ -126,7 +156,13 @@ impl Metrics {
         self.lease_reads.inc();
     }
 
-    pub fn render(&self, stats: &DriverStats, transport: &TransportStats) -> String {
+    pub fn render(
+        &self,
+        stats: &DriverStats,
+        transport: &TransportStats,
+        peer_queue_frames: usize,
+    ) -> String {
+        self.peer_queue_frames.set(peer_queue_frames as i64);
         let storage = &stats.storage;
         self.fsyncs.inner().store(storage.wal_syncs, Ordering::Relaxed);
         self.fsync_seconds
@@ -155,6 +191,11 @@ impl Metrics {
             self.is_leader.set(status.is_leader as i64);
             self.quorum_connected.set(status.quorum_connected as i64);
             self.requests_pending.set(status.requests_pending as i64);
+            self.leader_queue.set(status.leader_queue as i64);
+            self.slots_in_flight.set(status.slots_in_flight as i64);
+            self.batches_proposed.inner().store(status.batches_proposed, Ordering::Relaxed);
+            self.commands_proposed.inner().store(status.commands_proposed, Ordering::Relaxed);
+            self.elections_started.inner().store(status.elections_started, Ordering::Relaxed);
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -169,6 +169,18 @@ pub fn dev(args: DevArgs) -> ExitCode {
             };
             nodes.push(tokio::spawn(server::run(config, recovered, shutdown)));
         }
+        // A node that cannot bind its ports fails at once: report it rather than a banner.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if nodes.iter().any(|n| n.is_finished()) {
+            let _ = stop.send(true);
+            for (i, node) in nodes.into_iter().enumerate() {
+                if let Ok(Err(error)) = node.await {
+                    eprintln!("synod dev: node {}: {error}", i + 1);
+                }
+            }
+            eprintln!("synod dev: is another cluster running on ports 7001-7003 / 7101-7103?");
+            return ExitCode::from(1);
+        }
         println!("Synod dev cluster: 3 nodes, data in {} ({})", args.data_dir.display(),
                  if reused { "reused" } else { "new" });
         println!("  HTTP:  http://127.0.0.1:7001  http://127.0.0.1:7002  http://127.0.0.1:7003");
