@@ -2,7 +2,9 @@
 //!
 //! Drives the sans-IO `synod_core::Node` with real threads, sockets and files:
 //! - [`driver`]: the protocol thread (persist, then send; group commit);
-//! - [`transport`]: TCP between nodes, framed and checksummed by `synod_core::wire`.
+//! - [`transport`]: TCP between nodes, framed and checksummed by `synod_core::wire`;
+//! - [`member`]: Synod as a library: your state machine, `Member::invoke`;
+//! - [`http`] and [`server`]: the node with its HTTP API (`synod server`).
 
 pub mod bank_api;
 pub mod config;
@@ -10,6 +12,7 @@ pub mod driver;
 pub mod errors;
 pub mod http;
 pub mod kv_api;
+pub mod member;
 pub mod metrics;
 pub mod server;
 pub mod transport;

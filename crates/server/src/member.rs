@@ -1,0 +1,180 @@
+//! `Member`: Synod as a library (seed 003's application interface). Give it your
+//! deterministic [`StateMachine`], the cluster's members and a data directory; call
+//! [`Member::invoke`], which resolves with your state machine's output once the command
+//! is decided and applied — exactly once, however often it is retried.
+//!
+//! ```no_run
+//! # use synod_server::member::{Member, MemberOptions};
+//! # async fn example<S: synod_core::StateMachine + Send + 'static>(my_state_machine: S, cmd: S::Command)
+//! # where S::Command: Send, S::Output: Send {
+//! let members = vec![(1, "10.0.0.1:7100".to_string()), (2, "10.0.0.2:7100".into()), (3, "10.0.0.3:7100".into())];
+//! let member = Member::start(MemberOptions::new(1, members, "/var/lib/app/synod"), my_state_machine)
+//!     .await
+//!     .expect("started");
+//! let output = member.invoke(cmd).await;
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use synod_core::{Command, Configuration, NodeId, Options, Rejection, StateMachine, Status};
+use synod_storage::{FileStorage, StorageOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::driver::{Driver, DriverStats, Input};
+use crate::transport::{self, TransportStats};
+
+/// How to start a member.
+#[derive(Clone, Debug)]
+pub struct MemberOptions {
+    pub node_id: u32,
+    /// Every member: (id, peer address `host:port`).
+    pub members: Vec<(u32, String)>,
+    pub data_dir: PathBuf,
+    /// The cluster's name; frames of other clusters are refused.
+    pub cluster: String,
+    pub protocol: Options,
+    /// An `invoke` that is not applied within this long fails with `Timeout`.
+    pub invoke_timeout: Duration,
+}
+
+impl MemberOptions {
+    pub fn new(node_id: u32, members: Vec<(u32, String)>, data_dir: impl Into<PathBuf>) -> Self {
+        MemberOptions {
+            node_id,
+            members,
+            data_dir: data_dir.into(),
+            cluster: "synod".into(),
+            protocol: Options::default(),
+            invoke_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an `invoke` did not return an output. Each says what is known of its effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvokeError {
+    /// Not applied within the timeout: it may still be applied later, once.
+    Timeout,
+    /// Refused before proposal (queue full): not applied.
+    Busy,
+    /// The member is shutting down: the outcome is unknown.
+    Stopped,
+}
+
+/// A running member of a Synod cluster.
+pub struct Member<S: StateMachine> {
+    inputs: mpsc::SyncSender<Input<S>>,
+    stats: Arc<Mutex<DriverStats>>,
+    client_id: u64,
+    seq: AtomicU64,
+    timeout: Duration,
+    protocol: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<S> Member<S>
+where
+    S: StateMachine + Send + 'static,
+    S::Command: Send,
+    S::Output: Send,
+{
+    /// Recovers the data directory, binds the peer address and starts the protocol.
+    /// Needs a tokio runtime (the transport runs on it).
+    pub async fn start(options: MemberOptions, state_machine: S) -> Result<Member<S>, String> {
+        let id = NodeId(options.node_id);
+        let me = options.members.iter().find(|m| m.0 == options.node_id).ok_or("node_id is not a member")?;
+        let listener =
+            TcpListener::bind(&me.1).await.map_err(|e| format!("cannot listen on {}: {e}", me.1))?;
+        let (storage, recovered) =
+            FileStorage::<S::Command>::open(&options.data_dir, StorageOptions::default())
+                .map_err(|e| format!("cannot open {}: {e}", options.data_dir.display()))?;
+        if recovered.report.damaged || recovered.checkpoint.is_some() {
+            return Err(format!("{}: {}", options.data_dir.display(), recovered.report));
+        }
+        let members: Vec<NodeId> = options.members.iter().map(|m| NodeId(m.0)).collect();
+        let cluster_id = {
+            use std::hash::Hasher;
+            let mut hasher = synod_core::state_machine::Fnv64::default();
+            hasher.write(options.cluster.as_bytes());
+            hasher.finish()
+        };
+        let node = synod_core::Node::new(
+            id,
+            Configuration::new(members.clone()),
+            options.protocol.clone(),
+            state_machine,
+            recovered.state,
+            rand::thread_rng().gen(),
+            synod_core::Time(0),
+        );
+        let peers: BTreeMap<NodeId, String> =
+            options.members.iter().map(|m| (NodeId(m.0), m.1.clone())).collect();
+        let transport_stats = Arc::new(TransportStats::default());
+        let outbound = transport::start_outbound(id, cluster_id, &peers, transport_stats.clone());
+        let stats = Arc::new(Mutex::new(DriverStats::default()));
+        let (inputs, receiver) = mpsc::sync_channel::<Input<S>>(crate::server::INPUT_QUEUE_MAX);
+        // Members answer only through `invoke`: no local reads, so no reader is needed.
+        let driver =
+            Driver::new(node, Box::new(storage), outbound, Instant::now(), stats.clone(), |_, _| None);
+        let protocol = std::thread::Builder::new()
+            .name(format!("synod-member-{}", options.node_id))
+            .spawn(move || driver.run(receiver))
+            .map_err(|e| e.to_string())?;
+        let deliver = inputs.clone();
+        tokio::spawn(transport::serve_inbound(
+            listener,
+            cluster_id,
+            members,
+            transport_stats,
+            move |from, m| {
+                let _ = deliver.try_send(Input::Peer(from, m));
+            },
+        ));
+        Ok(Member {
+            inputs,
+            stats,
+            client_id: rand::thread_rng().gen_range(1..synod_core::EPHEMERAL_CLIENT_BIT),
+            seq: AtomicU64::new(1),
+            timeout: options.invoke_timeout,
+            protocol: Some(protocol),
+        })
+    }
+
+    /// Proposes `command` and resolves with its output once it is decided and applied.
+    pub async fn invoke(&self, command: S::Command) -> Result<S::Output, InvokeError> {
+        // Each call is its own session step; concurrent calls use distinct sessions so
+        // that none replaces another's pending command.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let client_id = self.client_id.wrapping_add(seq) & !synod_core::EPHEMERAL_CLIENT_BIT;
+        let (reply, receiver) = oneshot::channel();
+        self.inputs
+            .try_send(Input::Invoke(Command { client_id, seq: 1, op: command }, reply))
+            .map_err(|_| InvokeError::Busy)?;
+        match tokio::time::timeout(self.timeout, receiver).await {
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(Rejection::Busy))) => Err(InvokeError::Busy),
+            Ok(Ok(Err(Rejection::SessionExpired))) => Err(InvokeError::Stopped),
+            Ok(Err(_)) => Err(InvokeError::Stopped),
+            Err(_) => Err(InvokeError::Timeout),
+        }
+    }
+
+    /// This member's view of the cluster.
+    pub fn status(&self) -> Option<Status> {
+        self.stats.lock().expect("stats lock").status.clone()
+    }
+
+    /// Stops the protocol after persisting and releasing what it holds.
+    pub fn shutdown(mut self) {
+        let _ = self.inputs.send(Input::Shutdown);
+        if let Some(protocol) = self.protocol.take() {
+            let _ = protocol.join();
+        }
+    }
+}
