@@ -183,6 +183,14 @@ pub struct PeerStatus {
     pub http_addr: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLag {
+    pub id: u32,
+    pub decided_upto: u64,
+    pub lag_slots: u64,
+    pub heard_ms_ago: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusResponse {
     pub node: u32,
@@ -198,6 +206,10 @@ pub struct StatusResponse {
     pub decided_upto: u64,
     pub applied_upto: u64,
     pub requests_pending: usize,
+    /// Each peer as this node last heard it: how many slots it lags behind this node's
+    /// decided prefix, and how long ago it answered a heartbeat.
+    #[serde(default)]
+    pub peers: Vec<PeerLag>,
     pub fsyncs: u64,
     pub uptime_seconds: f64,
 }

@@ -45,6 +45,8 @@ pub struct Election {
     round: u64,
     /// Replies received in the current round.
     replies: BTreeMap<NodeId, Heartbeat>,
+    /// The last heartbeat heard from each peer, and when (for status: lag per peer).
+    last_heard: BTreeMap<NodeId, (Time, Heartbeat)>,
     ballot_max: Ballot,
     /// The ballot of the leader this node follows (its own when it leads).
     leader: Option<Ballot>,
@@ -77,6 +79,7 @@ impl Election {
             backoff_max_us: backoff_max_ms * 1000,
             round: 0,
             replies: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
             ballot_max,
             leader: None,
             quorum_connected: false,
@@ -125,7 +128,15 @@ impl Election {
         self.ballot_max = self.ballot_max.max(ballot);
     }
 
-    pub fn on_reply(&mut self, from: NodeId, round: u64, heartbeat: Heartbeat) {
+    /// The last heartbeat heard from each peer and when.
+    pub fn last_heard(&self) -> &BTreeMap<NodeId, (Time, Heartbeat)> {
+        &self.last_heard
+    }
+
+    pub fn on_reply(&mut self, now: Time, from: NodeId, round: u64, heartbeat: Heartbeat) {
+        if self.peers.contains(&from) {
+            self.last_heard.insert(from, (now, heartbeat));
+        }
         self.observe(heartbeat.ballot_max);
         if let Some(leader) = heartbeat.leader {
             self.observe(leader);
@@ -273,7 +284,7 @@ mod tests {
         let mut e = election(1);
         let (event, t) = run(&mut e, 2000, |e| {
             let r = e.round();
-            e.on_reply(NodeId(2), r, heartbeat(None, true, false));
+            e.on_reply(Time(0), NodeId(2), r, heartbeat(None, true, false));
         });
         assert_eq!(event, ElectionEvent::TakeOver(Ballot { round: 1, leader: NodeId(1) }));
         assert!((300..=700).contains(&t), "took over at {t} ms");
@@ -294,7 +305,7 @@ mod tests {
         let mut e = election(1);
         let (event, _) = run(&mut e, 5000, |e| {
             let r = e.round();
-            e.on_reply(NodeId(2), r, heartbeat(Some(leader), true, true));
+            e.on_reply(Time(0), NodeId(2), r, heartbeat(Some(leader), true, true));
         });
         assert_eq!(event, ElectionEvent::Steady);
         assert_eq!(e.leader(), Some(leader));
@@ -308,7 +319,7 @@ mod tests {
         let mut took = None;
         while took.is_none() {
             let r = e.round();
-            e.on_reply(NodeId(2), r, heartbeat(None, true, false));
+            e.on_reply(Time(0), NodeId(2), r, heartbeat(None, true, false));
             if let (ElectionEvent::TakeOver(b), _) = e.on_round(Time::from_millis(t), &mut rng, None) {
                 took = Some(b);
             }
@@ -325,8 +336,8 @@ mod tests {
         let low = Ballot { round: 2, leader: NodeId(2) };
         let high = Ballot { round: 3, leader: NodeId(3) };
         let r = e.round();
-        e.on_reply(NodeId(2), r, heartbeat(Some(low), true, true));
-        e.on_reply(NodeId(3), r, heartbeat(Some(high), true, true));
+        e.on_reply(Time(0), NodeId(2), r, heartbeat(Some(low), true, true));
+        e.on_reply(Time(0), NodeId(3), r, heartbeat(Some(high), true, true));
         let (event, _) = e.on_round(Time(0), &mut ChaCha8Rng::seed_from_u64(0), None);
         assert_eq!(event, ElectionEvent::Steady);
         assert_eq!(e.leader(), Some(high));
@@ -339,7 +350,7 @@ mod tests {
         let mut e = election(1);
         let (event, _) = run(&mut e, 5000, |e| {
             let r = e.round();
-            e.on_reply(NodeId(2), r, heartbeat(Some(old), true, true));
+            e.on_reply(Time(0), NodeId(2), r, heartbeat(Some(old), true, true));
         });
         assert_eq!(event, ElectionEvent::TakeOver(Ballot { round: 3, leader: NodeId(1) }));
     }

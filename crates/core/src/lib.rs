@@ -32,7 +32,7 @@ pub mod wire;
 
 pub use effects::{DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record, Rejection};
 pub use message::{Heartbeat, Message};
-pub use node::{Node, Status};
+pub use node::{Node, PeerView, Status};
 pub use options::{Options, PlantedBugs};
 pub use state_machine::{Payload, SnapshotError, StateMachine};
 pub use types::{

@@ -49,6 +49,16 @@ pub struct Status {
     pub batches_proposed: u64,
     pub commands_proposed: u64,
     pub elections_started: u64,
+    /// Each peer as last heard: its decided prefix and how long ago (µs) it answered.
+    pub peers: Vec<PeerView>,
+}
+
+/// A peer as this node last heard it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: NodeId,
+    pub decided_upto: Slot,
+    pub heard_us_ago: u64,
 }
 
 type Cmd<S> = <S as StateMachine>::Command;
@@ -171,6 +181,22 @@ impl<S: StateMachine> Node<S> {
         self.replica.state_machine()
     }
 
+    /// This node's view. `now` dates the peers' last heartbeats.
+    pub fn status_at(&self, now: Time) -> Status {
+        let mut status = self.status();
+        status.peers = self
+            .election
+            .last_heard()
+            .iter()
+            .map(|(id, (at, heartbeat))| PeerView {
+                id: *id,
+                decided_upto: heartbeat.decided_upto,
+                heard_us_ago: now.saturating_sub(*at),
+            })
+            .collect();
+        status
+    }
+
     pub fn status(&self) -> Status {
         Status {
             id: self.id,
@@ -186,6 +212,7 @@ impl<S: StateMachine> Node<S> {
             batches_proposed: self.leader.batches_proposed(),
             commands_proposed: self.leader.commands_proposed(),
             elections_started: self.elections_started,
+            peers: Vec::new(),
         }
     }
 
@@ -322,7 +349,7 @@ impl<S: StateMachine> Node<S> {
                 self.send(from, Message::HeartbeatReply { round, status });
             }
             Message::HeartbeatReply { round, status } => {
-                self.election.on_reply(from, round, status);
+                self.election.on_reply(now, from, round, status);
                 self.count_lease_vote(from, round, &status);
                 self.maybe_catch_up(now, from, status.decided_upto);
             }

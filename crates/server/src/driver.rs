@@ -229,7 +229,7 @@ impl<S: StateMachine> Driver<S> {
             self.waiters.retain(|_, reply| !reply.is_closed());
         }
         let mut stats = self.stats.lock().expect("stats lock");
-        stats.status = Some(self.node.status());
+        stats.status = Some(self.node.status_at(self.now()));
         stats.storage = self.wal.stats();
         stats.peer_queue_frames = self.outbound.queue_depth();
         stats.inputs += inputs;

@@ -235,6 +235,16 @@ async fn status(
         decided_upto: status.decided_upto,
         applied_upto: status.applied_upto,
         requests_pending: status.requests_pending,
+        peers: status
+            .peers
+            .iter()
+            .map(|p| synod_client::api::PeerLag {
+                id: p.id.0,
+                decided_upto: p.decided_upto,
+                lag_slots: status.decided_upto.saturating_sub(p.decided_upto),
+                heard_ms_ago: p.heard_us_ago / 1000,
+            })
+            .collect(),
         fsyncs: stats.storage.wal_syncs,
         uptime_seconds: state.started.elapsed().as_secs_f64(),
     }))
