@@ -1,0 +1,380 @@
+//! The harness of the process-level tests: HTTP/1.1 by hand, and a cluster of real
+//! `synod server` processes on loopback that cleans up after itself.
+//!
+//! Plain HTTP from the test, not the client library, so that every header and status the
+//! API sends is visible and a request can be replayed byte for byte (same session
+//! headers). Each cluster has its own temporary data directories and ports the kernel
+//! handed out (tests run in parallel); dropping it SIGKILLs every child, and a failing
+//! test prints the tail of every node's log and keeps the directory.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+/// The servers' default election timeout; the deadlines below are multiples of it.
+pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
+/// The servers' default `request_timeout_ms`: a call not applied by then answers 503.
+pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// One HTTP exchange from the test at most (above the server's own request timeout).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a fresh cluster may take to elect a leader. Generous: two shared cores, and
+/// other test binaries may be compiling or running beside us.
+pub const ELECTION_DEADLINE: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------
+// HTTP/1.1, by hand.
+
+pub struct Reply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("HTTP {} body is not JSON ({e}): {:?}", self.status, self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The stable error code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.body))
+            .into()
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}", self.status, self.body)
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), so that nothing is pooled and
+/// a killed server shows up as a connection error, not as a stale pooled socket.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<Reply> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let body = body.unwrap_or(b"");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_reply(&raw).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad HTTP reply: {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
+fn parse_reply(raw: &[u8]) -> Option<Reply> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<Reply> {
+    http(addr, "GET", path, &[], None, HTTP_TIMEOUT)
+}
+
+pub fn put(addr: SocketAddr, key: &str, value: &str) -> io::Result<Reply> {
+    let body = json!({ "value": value }).to_string();
+    http(addr, "PUT", &format!("/v1/kv/{key}"), &[], Some(body.as_bytes()), HTTP_TIMEOUT)
+}
+
+pub fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &Value) -> io::Result<Reply> {
+    http(addr, "POST", path, headers, Some(body.to_string().as_bytes()), HTTP_TIMEOUT)
+}
+
+/// A linearizable read of `key` through `addr`: its value, or `None` if absent.
+pub fn read(addr: SocketAddr, key: &str) -> Option<String> {
+    let reply = get(addr, &format!("/v1/kv/{key}")).expect("the read gets an answer");
+    assert_eq!(reply.status, 200, "read of {key} through {addr}: {reply:?}");
+    reply.json()["value"].as_str().map(str::to_string)
+}
+
+pub fn balance(addr: SocketAddr, account: u64) -> u64 {
+    let reply = get(addr, &format!("/v1/bank/accounts/{account}")).expect("the read gets an answer");
+    assert_eq!(reply.status, 200, "balance of {account} through {addr}: {reply:?}");
+    reply.json()["balance"].as_u64().expect("a balance")
+}
+
+/// Polls `probe` every 20 ms until it gives a value; panics after `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A cluster of real processes.
+
+pub struct Node {
+    pub id: u32,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// Three `synod server` processes. Dropping it SIGKILLs them all and removes their data,
+/// unless the test failed: then it prints each node's log tail and keeps the directory.
+pub struct Cluster {
+    pub name: String,
+    pub root: PathBuf,
+    pub members: String,
+    pub nodes: Vec<Node>,
+}
+
+/// Ports the kernel hands out to `bind(0)`: free now, though another process may take one
+/// before our server binds it (then `Cluster::start` tries again with fresh ones).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a probe port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("a local address").port()).collect()
+}
+
+static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+
+impl Cluster {
+    /// Starts three nodes and waits until they agree on a leader.
+    pub fn start(test: &str) -> Cluster {
+        const ATTEMPTS_MAX: u32 = 3;
+        for attempt in 1..=ATTEMPTS_MAX {
+            let mut cluster = Cluster::create(test);
+            match (0..3).try_for_each(|i| cluster.spawn(i)) {
+                Ok(()) => {
+                    cluster.wait_for_leader(ELECTION_DEADLINE);
+                    return cluster;
+                }
+                Err(error) if attempt < ATTEMPTS_MAX => {
+                    eprintln!("{test}: attempt {attempt} to start the cluster failed ({error}); retrying");
+                }
+                Err(error) => panic!("{test}: cannot start the cluster: {error}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn create(test: &str) -> Cluster {
+        let serial = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        let name = format!("it-{test}-{}-{serial}", std::process::id());
+        let root = std::env::temp_dir().join(format!("synod-{name}"));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).expect("create the test's data directory");
+        let ports = free_ports(6);
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| Node {
+                id: i as u32 + 1,
+                peer: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+                http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                dir: root.join(format!("node-{}", i + 1)),
+                log: root.join(format!("node-{}.log", i + 1)),
+                child: None,
+            })
+            .collect();
+        let members =
+            nodes.iter().map(|n| format!("{}={}/{}", n.id, n.peer, n.http)).collect::<Vec<_>>().join(",");
+        Cluster { name, root, members, nodes }
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].http
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.is_up(i)).collect()
+    }
+
+    /// Starts node `i` (again, on the same data directory and ports) and waits until it
+    /// answers `/healthz`. An error means the process exited (e.g. a port was taken).
+    pub fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {} is already running", node.id);
+        let log = OpenOptions::new().create(true).append(true).open(&node.log).expect("open the node's log");
+        let child = Command::new(SYNOD)
+            .arg("server")
+            .args(["--node-id", &node.id.to_string()])
+            .args(["--cluster", &self.name])
+            .args(["--members", &self.members])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .env("RUST_LOG", "info")
+            .env_remove("SYNOD_CONFIG")
+            .env_remove("SYNOD_LISTEN_PEER")
+            .env_remove("SYNOD_LISTEN_HTTP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn synod server");
+        node.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let node = &mut self.nodes[i];
+            if let Some(status) = node.child.as_mut().expect("spawned").try_wait().expect("try_wait") {
+                node.child = None;
+                return Err(format!("node {} exited with {status}: {}", node.id, tail(&node.log, 5)));
+            }
+            if matches!(http(node.http, "GET", "/healthz", &[], None, Duration::from_secs(1)), Ok(r) if r.status == 200)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {} did not answer /healthz within 10 s", node.id));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i).unwrap_or_else(|e| panic!("restart node {}: {e}", self.nodes[i].id));
+    }
+
+    /// SIGKILL: the process gets no chance to flush or say goodbye.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("the node is running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap the killed node");
+    }
+
+    /// SIGTERM, then waits for the exit at most `within`.
+    pub fn terminate(&mut self, i: usize, within: Duration) -> Result<ExitStatus, String> {
+        let mut child = self.nodes[i].child.take().expect("the node is running");
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM: {}", io::Error::last_os_error());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("node {} still running {within:?} after SIGTERM", self.nodes[i].id));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let reply = http(self.addr(i), "GET", "/v1/status", &[], None, Duration::from_secs(2)).ok()?;
+        (reply.status == 200).then(|| reply.json())
+    }
+
+    /// Waits until every live node follows the same leader, which is live and active and
+    /// hears a majority; returns the leader's index.
+    pub fn wait_for_leader(&self, within: Duration) -> usize {
+        eventually("the live nodes agree on an active leader", within, || {
+            let mut leader = None;
+            for i in self.live() {
+                let status = self.status(i)?;
+                let follows = status["leader"].as_u64()?;
+                if leader.is_some_and(|l| l != follows) || status["quorum_connected"] != json!(true) {
+                    return None;
+                }
+                leader = Some(follows);
+            }
+            let index = self.nodes.iter().position(|n| Some(n.id as u64) == leader)?;
+            let leads = self.is_up(index) && self.status(index)?["is_leader"] == json!(true);
+            leads.then_some(index)
+        })
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!("---- node {} log (last 30 lines) ----\n{}", node.id, tail(&node.log, 30));
+            }
+            eprintln!("---- data and logs kept in {} ----", self.root.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
