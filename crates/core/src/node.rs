@@ -94,6 +94,10 @@ pub struct Node<S: StateMachine> {
     /// As leader: reads may be served without the log until this time.
     lease_until: Time,
     elections_started: u64,
+    /// The time of the latest input, and work deferred to `take_ready` (batching).
+    last_now: Time,
+    dispatch_pending: bool,
+    propose_pending: bool,
 }
 
 /// A lease this node granted (C6). `holder: None` refuses everyone: after a restart the
@@ -163,6 +167,9 @@ impl<S: StateMachine> Node<S> {
             lease_votes: BTreeSet::new(),
             lease_until: now,
             elections_started: 0,
+            last_now: now,
+            dispatch_pending: false,
+            propose_pending: false,
             options,
         }
     }
@@ -232,8 +239,22 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Takes the effects of the inputs so far. Call after every input.
+    ///
+    /// New client commands are handed on, and queued ones proposed, here rather than in
+    /// each input: a driver that feeds many inputs before taking a `Ready` (the server
+    /// drains its whole input queue each turn) gets them all in one batch, one slot.
     pub fn take_ready(&mut self) -> Ready<Cmd<S>, S::Output> {
         assert!(self.local.is_empty(), "local messages are handled within the input");
+        let now = self.last_now;
+        while self.dispatch_pending || self.propose_pending {
+            if std::mem::take(&mut self.dispatch_pending) {
+                self.dispatch_requests(now, 0);
+            }
+            if std::mem::take(&mut self.propose_pending) {
+                self.propose(now);
+            }
+            self.drain_local(now);
+        }
         self.lsn += self.persist.len() as u64;
         Ready::new(
             std::mem::take(&mut self.persist),
@@ -247,12 +268,12 @@ impl<S: StateMachine> Node<S> {
     /// [`Output`] in a `Ready` of this node.
     pub fn invoke(&mut self, now: Time, command: Command<Cmd<S>>) {
         let (client_id, seq) = (command.client_id, command.seq);
+        self.last_now = now;
         if let Err(reason) = self.requester.invoke(command) {
             self.outputs.push(Output::Rejected { client_id, seq, reason });
             return;
         }
-        self.dispatch_requests(now, 0);
-        self.drain_local(now);
+        self.dispatch_pending = true;
     }
 
     /// A message arrived from `from`.
@@ -260,6 +281,7 @@ impl<S: StateMachine> Node<S> {
         if !self.configuration.contains(from) {
             return; // Not a member: ignore (the transport logs it).
         }
+        self.last_now = now;
         self.step(now, from, message);
         self.drain_local(now);
     }
@@ -269,6 +291,7 @@ impl<S: StateMachine> Node<S> {
         if now < self.next_tick {
             return;
         }
+        self.last_now = now;
         // Tick at half a heartbeat: fine enough for rounds, retransmission and retries.
         self.next_tick = now.plus_micros(self.options.heartbeat_ms * 500);
         if now >= self.election.next_round_at() {
@@ -342,7 +365,7 @@ impl<S: StateMachine> Node<S> {
                 let event = self.leader.on_nack(ballot, promised);
                 self.on_leader_event(now, event);
             }
-            Message::Decision { slot, value } => self.on_decision(now, slot, value),
+            Message::Decision { slot, value } => self.on_decision(slot, value),
             Message::HeartbeatRequest { round } => {
                 let mut status = self.election.heartbeat(self.replica.slot_out());
                 status.lease = self.grant_lease(now, from);
@@ -358,7 +381,7 @@ impl<S: StateMachine> Node<S> {
                     // A full queue or a lost leadership drops the command; its requester resends.
                     let _ = self.leader.enqueue(command);
                 }
-                self.propose(now);
+                self.propose_pending = true;
             }
             Message::CatchUp { from_slot } => {
                 let values = self.replica.decisions_for_catch_up(from_slot, self.options.catchup_batch_max);
@@ -368,7 +391,7 @@ impl<S: StateMachine> Node<S> {
             }
             Message::Decisions { from_slot, values } => {
                 for (i, value) in values.into_iter().enumerate() {
-                    self.on_decision(now, from_slot + i as u64, value);
+                    self.on_decision(from_slot + i as u64, value);
                 }
             }
             Message::SnapshotNeeded { .. } => {
@@ -445,7 +468,7 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    fn on_decision(&mut self, now: Time, slot: Slot, value: Value<Cmd<S>>) {
+    fn on_decision(&mut self, slot: Slot, value: Value<Cmd<S>>) {
         if slot < self.replica.slot_out() || !self.replica.on_decision(slot, value.clone()) {
             return; // Known already.
         }
@@ -463,7 +486,7 @@ impl<S: StateMachine> Node<S> {
             }
         }
         // Applying frees window slots.
-        self.propose(now);
+        self.propose_pending = true;
     }
 
     fn on_leader_event(&mut self, now: Time, event: LeaderEvent<Cmd<S>>) {
@@ -536,7 +559,7 @@ impl<S: StateMachine> Node<S> {
             for command in self.requester.due(now, retry_us) {
                 let _ = self.leader.enqueue(command);
             }
-            self.propose(now);
+            self.propose_pending = true;
             return;
         }
         let Some(leader) = self.election.leader().map(|b| b.leader) else { return };

@@ -58,7 +58,7 @@ pub struct DriverStats {
     pub status: Option<Status>,
     pub storage: synod_storage::StorageStats,
     pub peer_queue_frames: usize,
-    pub inputs: u64,
+    pub turns: u64,
     pub commands_applied: u64,
     pub waiters: usize,
 }
@@ -107,29 +107,29 @@ impl<S: StateMachine> Driver<S> {
 
     /// Runs until `Shutdown` or until every sender is gone.
     pub fn run(mut self, inputs: Receiver<Input<S>>) {
-        let mut readies = Vec::new();
         loop {
             let now = self.now();
             let deadline = self.node.poll_timeout().unwrap_or(now.plus_millis(100));
             let wait = Duration::from_micros(deadline.saturating_sub(now));
             let mut stop = false;
             match inputs.recv_timeout(wait) {
-                Ok(input) => stop |= self.handle(input, &mut readies),
+                Ok(input) => stop |= self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
             for _ in 0..INPUTS_PER_SYNC_MAX {
                 match inputs.try_recv() {
-                    Ok(input) => stop |= self.handle(input, &mut readies),
+                    Ok(input) => stop |= self.handle(input),
                     Err(_) => break,
                 }
             }
             let now = self.now();
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
-                readies.push(self.node.take_ready());
             }
-            self.persist_and_release(&mut readies);
+            // One Ready for the whole turn: its commands share one batch and one sync.
+            let ready = self.node.take_ready();
+            self.persist_and_release(ready);
             if stop {
                 tracing::info!("protocol thread stopped");
                 return;
@@ -138,7 +138,7 @@ impl<S: StateMachine> Driver<S> {
     }
 
     /// Feeds one input; true on shutdown.
-    fn handle(&mut self, input: Input<S>, readies: &mut Vec<Ready<S::Command, S::Output>>) -> bool {
+    fn handle(&mut self, input: Input<S>) -> bool {
         let now = self.now();
         match input {
             Input::Peer(from, message) => self.node.handle_message(now, from, message),
@@ -152,60 +152,42 @@ impl<S: StateMachine> Driver<S> {
                 self.waiters.insert((command.client_id, command.seq), reply);
                 self.node.invoke(now, command);
             }
-            Input::ReadLocal(command, reply) => {
-                self.reads.push((command, reply));
-                return false;
-            }
-            Input::ReadLease(command, reply) => {
-                match self.node.lease_read_index(now) {
-                    Some(index) => self.lease_reads.push((index, command, reply)),
-                    None => {
-                        let _ = reply.send(None);
-                    }
+            Input::ReadLocal(command, reply) => self.reads.push((command, reply)),
+            Input::ReadLease(command, reply) => match self.node.lease_read_index(now) {
+                Some(index) => self.lease_reads.push((index, command, reply)),
+                None => {
+                    let _ = reply.send(None);
                 }
-                return false;
-            }
+            },
             Input::Shutdown => return true,
         }
-        readies.push(self.node.take_ready());
         false
     }
 
-    fn persist_and_release(&mut self, readies: &mut Vec<Ready<S::Command, S::Output>>) {
-        let mut appended = 0u64;
-        for ready in readies.iter() {
-            if !ready.persist.is_empty() {
-                if let Err(error) = self.wal.append(&ready.persist) {
-                    fatal(&format!("write-ahead log append failed: {error}"));
-                }
-                appended += ready.persist.len() as u64;
+    fn persist_and_release(&mut self, ready: Ready<S::Command, S::Output>) {
+        if !ready.persist.is_empty() {
+            if let Err(error) = self.wal.append(&ready.persist) {
+                fatal(&format!("write-ahead log append failed: {error}"));
             }
-        }
-        if appended > 0 {
             if let Err(error) = self.wal.sync() {
                 // Never retry an fsync and carry on: the kernel may have dropped the pages
                 // (the "fsyncgate" lesson). Stop; recovery will tell what survived.
                 fatal(&format!("fsync failed: {error}"));
             }
         }
-        let mut applied = 0;
-        let mut inputs = 0;
-        for ready in readies.drain(..) {
-            inputs += 1;
-            let lsn = ready.persist_lsn;
-            let (messages, outputs) = ready.release(Persisted::through(lsn));
-            for envelope in messages {
-                self.outbound.send(envelope.to, &envelope.message);
-            }
-            for output in outputs {
-                applied += 1;
-                let (key, result) = match output {
-                    Output::Applied { client_id, seq, output, .. } => ((client_id, seq), Ok(output)),
-                    Output::Rejected { client_id, seq, reason } => ((client_id, seq), Err(reason)),
-                };
-                if let Some(reply) = self.waiters.remove(&key) {
-                    let _ = reply.send(result);
-                }
+        let lsn = ready.persist_lsn;
+        let (messages, outputs) = ready.release(Persisted::through(lsn));
+        for envelope in messages {
+            self.outbound.send(envelope.to, &envelope.message);
+        }
+        let applied = outputs.len() as u64;
+        for output in outputs {
+            let (key, result) = match output {
+                Output::Applied { client_id, seq, output, .. } => ((client_id, seq), Ok(output)),
+                Output::Rejected { client_id, seq, reason } => ((client_id, seq), Err(reason)),
+            };
+            if let Some(reply) = self.waiters.remove(&key) {
+                let _ = reply.send(result);
             }
         }
         // Every Ready taken so far is released: the applied state rests on durable votes.
@@ -232,7 +214,7 @@ impl<S: StateMachine> Driver<S> {
         stats.status = Some(self.node.status_at(self.now()));
         stats.storage = self.wal.stats();
         stats.peer_queue_frames = self.outbound.queue_depth();
-        stats.inputs += inputs;
+        stats.turns += 1;
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();
     }

@@ -97,7 +97,11 @@ impl Metrics {
         registry.register("fsync_seconds", "Time spent in write-ahead log syncs", m.fsync_seconds.clone());
         registry.register("fsync_seconds_max", "Slowest write-ahead log sync", m.fsync_seconds_max.clone());
         registry.register("records_persisted", "Protocol records made durable", m.records_persisted.clone());
-        registry.register("protocol_inputs", "Inputs fed to the protocol", m.protocol_inputs.clone());
+        registry.register(
+            "protocol_turns",
+            "Turns of the protocol thread (one sync each at most)",
+            m.protocol_inputs.clone(),
+        );
         registry.register("client_outputs", "Client outputs delivered", m.client_outputs.clone());
         registry.register("frames_sent", "Frames sent to peers", m.frames_sent.clone());
         registry.register("frames_received", "Frames received from peers", m.frames_received.clone());
@@ -170,7 +174,7 @@ impl Metrics {
             .store((storage.wal_sync_nanos_total as f64 / 1e9).to_bits(), Ordering::Relaxed);
         self.fsync_seconds_max.set(storage.wal_sync_nanos_max as f64 / 1e9);
         self.records_persisted.inner().store(storage.records_appended, Ordering::Relaxed);
-        self.protocol_inputs.inner().store(stats.inputs, Ordering::Relaxed);
+        self.protocol_inputs.inner().store(stats.turns, Ordering::Relaxed);
         self.client_outputs.inner().store(stats.commands_applied, Ordering::Relaxed);
         self.frames_sent.inner().store(transport.frames_sent.load(Ordering::Relaxed), Ordering::Relaxed);
         self.frames_received
