@@ -47,6 +47,15 @@ pub struct NodeInfo {
 
 pub type AppState = Arc<Shared>;
 
+/// How often a pending call checks that its node still reaches a majority.
+const QUORUM_CHECK_MS: u64 = 100;
+
+/// Why a pending call stopped waiting.
+enum Waited {
+    TimedOut,
+    QuorumLost,
+}
+
 /// The request body limit: larger bodies get 413 before they are read.
 pub const BODY_BYTES_MAX: usize = 8 << 20;
 
@@ -152,7 +161,7 @@ impl Shared {
                 return Err(ApiError::unavailable("stopping", "the node is stopping"))
             }
         }
-        let result = tokio::time::timeout(self.request_timeout, receiver).await;
+        let result = self.wait_with_quorum(receiver).await;
         match result {
             Ok(Ok(Ok(output))) => {
                 self.metrics.observe_commit(started.elapsed());
@@ -164,13 +173,41 @@ impl Shared {
                 "session_expired",
                 "this sequence number is older than the session's last; its reply is gone",
             )),
-            Ok(Err(_)) | Err(_) => Err(ApiError::unavailable(
+            Ok(Err(_)) => Err(ApiError::unavailable("stopping", "the node stopped; the outcome is unknown")),
+            Err(Waited::QuorumLost) => Err(ApiError::unavailable(
+                "no_quorum",
+                "this node lost its majority while the call was pending; the outcome is unknown \
+                 (retry with the same session headers to be safe)",
+            )),
+            Err(Waited::TimedOut) => Err(ApiError::unavailable(
                 "timeout",
                 format!(
                     "not applied within {} ms; the outcome is unknown (retry with the same session headers to be safe)",
                     self.request_timeout.as_millis()
                 ),
             )),
+        }
+    }
+
+    /// Waits for a call's reply, but not past the request timeout, and not after this node
+    /// has been without a majority for a while: a client should hear "unknown outcome, try
+    /// elsewhere" promptly rather than hang (checked every `QUORUM_CHECK_MS`).
+    async fn wait_with_quorum<T>(&self, mut receiver: oneshot::Receiver<T>) -> Result<Result<T, oneshot::error::RecvError>, Waited> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut without_quorum = 0u32;
+        loop {
+            let check = tokio::time::sleep(Duration::from_millis(QUORUM_CHECK_MS));
+            tokio::select! {
+                reply = &mut receiver => return Ok(reply),
+                _ = tokio::time::sleep_until(deadline) => return Err(Waited::TimedOut),
+                _ = check => {
+                    without_quorum = if self.require_quorum().is_err() { without_quorum + 1 } else { 0 };
+                    // Two checks in a row: a lost heartbeat round is not a lost majority.
+                    if without_quorum >= 2 {
+                        return Err(Waited::QuorumLost);
+                    }
+                }
+            }
         }
     }
 

@@ -277,9 +277,9 @@ fn bad_input_gets_a_4xx_json_error_and_no_quorum_gets_503() {
         }
         None
     });
-    // Every answer is a prompt 503 with Retry-After, at worst after the server's own
-    // request timeout (a write that slipped in before the node noticed); once it noticed,
-    // the answer is immediate.
+    // Every answer is a prompt 503 with Retry-After: a write that slipped in before the
+    // node noticed is answered `no_quorum` (outcome unknown) within a few quorum checks,
+    // not after the request timeout; once it noticed, the answer is immediate.
     let mut replies: Vec<(u128, String)> = Vec::new();
     let code = eventually("a write without a quorum is refused at once", Duration::from_secs(15), || {
         let sent = Instant::now();
@@ -287,7 +287,7 @@ fn bad_input_gets_a_4xx_json_error_and_no_quorum_gets_503() {
         let took = sent.elapsed();
         assert_eq!(reply.status, 503, "a write without a majority: {reply:?}");
         assert!(reply.header("retry-after").is_some(), "503 without Retry-After: {:?}", reply.headers);
-        assert!(took < SERVER_REQUEST_TIMEOUT + Duration::from_secs(2), "the write hung for {took:?}");
+        assert!(took < Duration::from_secs(2), "the write hung for {took:?}");
         let code = reply.error_code();
         replies.push((took.as_millis(), code.clone()));
         (took < Duration::from_secs(1)).then_some(code)
