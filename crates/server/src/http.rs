@@ -192,7 +192,10 @@ impl Shared {
     /// Waits for a call's reply, but not past the request timeout, and not after this node
     /// has been without a majority for a while: a client should hear "unknown outcome, try
     /// elsewhere" promptly rather than hang (checked every `QUORUM_CHECK_MS`).
-    async fn wait_with_quorum<T>(&self, mut receiver: oneshot::Receiver<T>) -> Result<Result<T, oneshot::error::RecvError>, Waited> {
+    async fn wait_with_quorum<T>(
+        &self,
+        mut receiver: oneshot::Receiver<T>,
+    ) -> Result<Result<T, oneshot::error::RecvError>, Waited> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut without_quorum = 0u32;
         loop {
