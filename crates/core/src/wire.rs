@@ -55,6 +55,15 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// The cluster id on the wire for a cluster's name: a stable hash (FNV-1a), so that
+/// nodes configured with the same name agree without sharing anything else.
+pub fn cluster_id(name: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = crate::state_machine::Fnv64::default();
+    hasher.write(name.as_bytes());
+    hasher.finish()
+}
+
 /// Encodes `message` into a frame.
 pub fn encode<T: Serialize>(cluster_id: u64, message: &T) -> Vec<u8> {
     let mut frame = vec![0u8; HEADER_BYTES];

@@ -9,7 +9,7 @@ use synod_core::apps::bank::{self, BankCommand, BankOutput, Transfer, TransferRe
 use synod_core::apps::{AppCommand, AppOutput};
 
 use crate::errors::ApiError;
-use crate::http::{session, ApiJson, AppState};
+use crate::http::{is_stale, session, ApiJson, AppState};
 
 #[derive(Debug, Deserialize)]
 pub struct ReadQuery {
@@ -51,16 +51,6 @@ async fn run_read(state: &AppState, command: BankCommand, stale: bool) -> Result
     let command = AppCommand::Bank(command);
     let output = if stale { state.read_stale(command).await?.0 } else { state.read(command).await? };
     bank_output(output)
-}
-
-fn stale(query: &ReadQuery) -> Result<bool, ApiError> {
-    match query.consistency.as_deref() {
-        None | Some("linearizable") => Ok(false),
-        Some("stale") => Ok(true),
-        Some(other) => {
-            Err(ApiError::bad_request(format!("consistency must be linearizable or stale, not {other}")))
-        }
-    }
 }
 
 pub async fn open(
@@ -124,7 +114,7 @@ pub async fn balance(
     Path(account): Path<u64>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<BalanceResponse>, ApiError> {
-    match run_read(&state, BankCommand::Balance { account }, stale(&query)?).await? {
+    match run_read(&state, BankCommand::Balance { account }, is_stale(query.consistency.as_deref())?).await? {
         BankOutput::Balance(Some(balance)) => Ok(Json(BalanceResponse { account, balance })),
         BankOutput::Balance(None) => Err(ApiError::not_found(format!("no account {account}"))),
         _ => Err(unexpected()),
@@ -135,7 +125,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<BalancesResponse>, ApiError> {
-    match run_read(&state, BankCommand::ReadAll, stale(&query)?).await? {
+    match run_read(&state, BankCommand::ReadAll, is_stale(query.consistency.as_deref())?).await? {
         BankOutput::ReadAll(balances) => Ok(Json(BalancesResponse { balances })),
         _ => Err(unexpected()),
     }

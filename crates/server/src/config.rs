@@ -83,10 +83,7 @@ impl Config {
 
     /// The cluster id on the wire: a stable hash of the cluster's name.
     pub fn cluster_id(&self) -> u64 {
-        use std::hash::Hasher;
-        let mut hasher = synod_core::state_machine::Fnv64::default();
-        hasher.write(self.cluster.as_bytes());
-        hasher.finish()
+        synod_core::wire::cluster_id(&self.cluster)
     }
 
     pub fn me(&self) -> Result<&MemberConfig, String> {

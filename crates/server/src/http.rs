@@ -104,6 +104,18 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::bad_request(rejection.body_text())
 }
 
+/// The `consistency` query parameter: true for `stale`, false for `linearizable` (the
+/// default).
+pub fn is_stale(consistency: Option<&str>) -> Result<bool, ApiError> {
+    match consistency {
+        None | Some("linearizable") => Ok(false),
+        Some("stale") => Ok(true),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("consistency must be linearizable or stale, not {other}")))
+        }
+    }
+}
+
 /// The session of a mutating request: from the headers (idempotent retries), or a fresh
 /// one-off session.
 pub fn session(headers: &HeaderMap) -> Result<(u64, u64), ApiError> {

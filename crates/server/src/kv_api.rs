@@ -9,7 +9,7 @@ use synod_core::apps::kv::{self, Compare, CompareTarget, KvCommand, KvOutput, Tx
 use synod_core::apps::{AppCommand, AppOutput};
 
 use crate::errors::ApiError;
-use crate::http::{session, ApiJson, AppState};
+use crate::http::{is_stale, session, ApiJson, AppState};
 
 #[derive(Debug, Deserialize)]
 pub struct ReadQuery {
@@ -26,16 +26,6 @@ pub struct ScanQuery {
     limit: Option<u32>,
     #[serde(default)]
     consistency: Option<String>,
-}
-
-fn is_stale(consistency: &Option<String>) -> Result<bool, ApiError> {
-    match consistency.as_deref() {
-        None | Some("linearizable") => Ok(false),
-        Some("stale") => Ok(true),
-        Some(other) => {
-            Err(ApiError::bad_request(format!("consistency must be linearizable or stale, not {other}")))
-        }
-    }
 }
 
 /// Checks the limits before anything is proposed: bad input is a 4xx, never a crash.
@@ -79,7 +69,7 @@ pub async fn get(
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<GetResponse>, ApiError> {
     let command = validated(KvCommand::Get { key: key.clone().into_bytes() })?;
-    let (output, applied_upto) = if is_stale(&query.consistency)? {
+    let (output, applied_upto) = if is_stale(query.consistency.as_deref())? {
         let (output, status) = state.read_stale(command).await?;
         (output, Some(status.applied_upto))
     } else {
@@ -139,7 +129,7 @@ pub async fn scan(
 ) -> Result<Json<ScanResponse>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     let command = validated(KvCommand::Scan { prefix: query.prefix.into_bytes(), limit })?;
-    let output = if is_stale(&query.consistency)? {
+    let output = if is_stale(query.consistency.as_deref())? {
         state.read_stale(command).await?.0
     } else {
         state.read(command).await?

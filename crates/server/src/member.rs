@@ -98,12 +98,7 @@ where
             return Err(format!("{}: {}", options.data_dir.display(), recovered.report));
         }
         let members: Vec<NodeId> = options.members.iter().map(|m| NodeId(m.0)).collect();
-        let cluster_id = {
-            use std::hash::Hasher;
-            let mut hasher = synod_core::state_machine::Fnv64::default();
-            hasher.write(options.cluster.as_bytes());
-            hasher.finish()
-        };
+        let cluster_id = synod_core::wire::cluster_id(&options.cluster);
         let node = synod_core::Node::new(
             id,
             Configuration::new(members.clone()),
