@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Header carrying the client session id; with [`SEQ_HEADER`] it makes a retried request
 /// apply once.
 pub const CLIENT_ID_HEADER: &str = "synod-client-id";
+/// Response header naming the leader's HTTP endpoint (as the cluster's configuration lists
+/// it), when the answering node knows one: clients move there to save a hop.
+pub const LEADER_HEADER: &str = "synod-leader";
 /// Header carrying the request's sequence number within its session (1, 2, 3, ...).
 pub const SEQ_HEADER: &str = "synod-seq";
 

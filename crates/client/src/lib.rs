@@ -151,7 +151,7 @@ impl Client {
             };
             let status = response.status();
             if status.is_success() {
-                self.preferred.store(index, Ordering::Relaxed);
+                self.prefer_leader(index, response.headers());
                 return response.json::<R>().await.map_err(|e| Error::Unavailable {
                     attempts: attempt + 1,
                     last: format!("{url}: undecodable reply: {e}"),
@@ -170,6 +170,16 @@ impl Client {
             }
         }
         Err(Error::Unavailable { attempts: self.options.attempts_max, last })
+    }
+
+    /// Remembers where to go first next time: the leader the answering node names, if it is
+    /// one of our endpoints, else the endpoint that just answered.
+    fn prefer_leader(&self, answered: usize, headers: &reqwest::header::HeaderMap) {
+        let leader = headers
+            .get(LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|leader| self.endpoints.iter().position(|e| e == leader.trim_end_matches('/')));
+        self.preferred.store(leader.unwrap_or(answered), Ordering::Relaxed);
     }
 
     /// A mutating call: takes the next sequence number of the session and keeps it for

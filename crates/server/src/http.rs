@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use rand::Rng;
 use serde::de::DeserializeOwned;
-use synod_client::api::{CLIENT_ID_HEADER, SEQ_HEADER};
+use synod_client::api::{CLIENT_ID_HEADER, LEADER_HEADER, SEQ_HEADER};
 use synod_core::apps::{App, AppCommand, AppOutput};
 use synod_core::{Command, Rejection, Status, EPHEMERAL_CLIENT_BIT};
 use tokio::sync::oneshot;
@@ -76,7 +76,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::map_response_with_state(state.clone(), leader_hint))
         .with_state(state)
+}
+
+/// Names the leader in every response, so clients can go there directly.
+async fn leader_hint(State(state): State<AppState>, mut response: Response) -> Response {
+    if let Some(http) = state.leader_http() {
+        if let Ok(value) = header::HeaderValue::from_str(&http) {
+            response.headers_mut().insert(LEADER_HEADER, value);
+        }
+    }
+    response
 }
 
 /// `Json<T>` whose rejections are our JSON errors.
@@ -145,6 +156,12 @@ pub fn session(headers: &HeaderMap) -> Result<(u64, u64), ApiError> {
 impl Shared {
     fn status(&self) -> Option<Status> {
         self.stats.lock().expect("stats lock").status.clone()
+    }
+
+    /// The leader's HTTP endpoint, if this node follows one.
+    fn leader_http(&self) -> Option<String> {
+        let leader = self.status()?.leader?.leader.0;
+        self.info.members.iter().find(|m| m.0 == leader).map(|m| m.2.clone())
     }
 
     /// Refuses early when this node cannot reach a majority: the call could only hang.

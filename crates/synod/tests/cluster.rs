@@ -24,6 +24,15 @@ fn three_nodes_elect_a_leader_and_serve_writes_and_linearizable_reads_through_an
         let reply = put(cluster.addr(i), &format!("key-{i}"), &format!("value-{i}")).unwrap();
         assert_eq!(reply.status, 200, "write through node {}: {reply:?}", i + 1);
         assert_eq!(reply.json()["previous"], Value::Null);
+        // Every node names the leader, so clients can skip the forwarding hop. (Which
+        // member it names may change if leadership moves right after startup.)
+        let hint = reply.header("synod-leader").map(|h| h.to_string());
+        let members: Vec<String> = (0..3).map(|j| format!("http://{}", cluster.addr(j))).collect();
+        assert!(
+            hint.as_ref().is_some_and(|h| members.contains(h)),
+            "leader hint from node {}: {hint:?}",
+            i + 1
+        );
     }
     for j in 0..3 {
         for i in 0..3 {
