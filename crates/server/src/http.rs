@@ -248,8 +248,10 @@ impl Shared {
     /// (an ephemeral session: no session record), so it sees every write acknowledged
     /// before it started.
     pub async fn read(&self, command: AppCommand) -> Result<AppOutput, ApiError> {
+        // Only a leader can hold a lease: followers go straight to the log.
+        let leading = self.status().is_some_and(|s| s.is_leader);
         let (reply, receiver) = oneshot::channel();
-        if self.inputs.try_send(Input::ReadLease(command.clone(), reply)).is_ok() {
+        if leading && self.inputs.try_send(Input::ReadLease(command.clone(), reply)).is_ok() {
             if let Ok(Ok(Some(output))) = tokio::time::timeout(self.request_timeout, receiver).await {
                 self.metrics.observe_lease_read();
                 return Ok(output);

@@ -228,14 +228,7 @@ impl<W: Workload> Clients<W> {
             if mode.give_up && now_us >= pending.give_up_at_us {
                 let pending = client.pending.take().expect("checked above");
                 let process = client.process;
-                self.record(
-                    process,
-                    EventType::Info,
-                    &pending.planned,
-                    pending.planned.value.clone(),
-                    now_us,
-                );
-                self.abandon_session(i, true);
+                self.give_up(i, process, &pending.planned, now_us);
                 return self.next(i, now_us, mode, rng);
             }
             // Retry the same command at another node.
@@ -294,6 +287,13 @@ impl<W: Workload> Clients<W> {
 
     /// Drops the client's session: a fresh client id, and after an `info` a fresh
     /// process (Jepsen: a process whose outcome is unknown never runs again).
+    /// The outcome of `planned` is unknown: record it as `info` (it may take effect at any
+    /// later time, or never) and go on as a new process with a fresh session, as Jepsen does.
+    fn give_up(&mut self, i: usize, process: u64, planned: &PlannedOp<Cmd<W>>, now_us: u64) {
+        self.record(process, EventType::Info, planned, planned.value.clone(), now_us);
+        self.abandon_session(i, true);
+    }
+
     fn abandon_session(&mut self, i: usize, new_process: bool) {
         let old = self.clients[i].client_id;
         self.by_id.remove(&old);
@@ -355,14 +355,7 @@ impl<W: Workload> Clients<W> {
             Output::Rejected { .. } => {
                 // Busy at one node after it went to another, or the session moved past
                 // it: it may or may not have been applied.
-                self.record(
-                    process,
-                    EventType::Info,
-                    &pending.planned,
-                    pending.planned.value.clone(),
-                    now_us,
-                );
-                self.abandon_session(i, true);
+                self.give_up(i, process, &pending.planned, now_us);
             }
         }
         self.next(i, now_us, mode, rng)
