@@ -215,4 +215,27 @@ pub struct StatusResponse {
     pub peers: Vec<PeerLag>,
     pub fsyncs: u64,
     pub uptime_seconds: f64,
+    /// Set while this node recovers from damaged or lost storage: it does not vote until
+    /// every other member answered it and it caught up (see the storage docs).
+    #[serde(default)]
+    pub recovering: Option<RecoveryStatus>,
+    /// The newest checkpoint's last slot; decided values below `compacted_upto` are no
+    /// longer in the log (a lagging peer receives a snapshot).
+    #[serde(default)]
+    pub checkpoint_slot: Option<u64>,
+    #[serde(default)]
+    pub compacted_upto: u64,
+    /// Snapshots this node installed from peers since it started.
+    #[serde(default)]
+    pub snapshots_installed: u64,
+}
+
+/// A recovering node's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryStatus {
+    /// Other members that answered since the restart, of how many must.
+    pub members_answered: usize,
+    pub members_needed: usize,
+    /// Once all answered: the slot to catch up to before voting again.
+    pub catch_up_to: Option<u64>,
 }

@@ -83,6 +83,21 @@ impl<C: Payload> Acceptor<C> {
         self.accepted = self.accepted.split_off(&decided_upto);
     }
 
+    /// One past the highest slot this acceptor holds a vote in (0 if none).
+    pub fn accepted_upto(&self) -> Slot {
+        self.accepted.last_key_value().map_or(0, |(slot, _)| slot + 1)
+    }
+
+    /// Raises the promise without a prepare: recovery from lost storage promises the
+    /// highest ballot its peers report (see `recovery`).
+    pub fn raise_promise(&mut self, ballot: Ballot) -> Option<Record<C>> {
+        if ballot <= self.promised {
+            return None;
+        }
+        self.promised = ballot;
+        Some(Record::Promised { ballot })
+    }
+
     pub fn accepted_len(&self) -> usize {
         self.accepted.len()
     }

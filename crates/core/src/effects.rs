@@ -6,6 +6,9 @@
 //! 1. Make every record in `Ready::persist` durable, atomically and in order (write and
 //!    fsync). A crash may lose a whole batch that was not yet durable, never half of it
 //!    out of order.
+//!    If `Ready::checkpoint` is set, write that checkpoint durably too (and compact the
+//!    log before it); if `Ready::repaired` is set, clear the storage's damage marker once
+//!    this batch is durable (the node finished recovering from lost storage).
 //! 2. Only then call [`Ready::release`] with the [`Persisted`] token the storage gives back,
 //!    and send the messages and deliver the outputs it returns.
 //!
@@ -18,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
+use crate::snapshot::Snapshot;
 use crate::types::{Ballot, ClientId, NodeId, PValue, Slot, Value};
 
 /// One durable record. Storage replays them into a [`DurableState`] on restart.
@@ -80,6 +84,13 @@ pub struct Ready<C, O> {
     /// The log sequence number of the last record of `persist` (records are numbered
     /// from 1 over the node's lifetime since its last restart).
     pub persist_lsn: u64,
+    /// A checkpoint to write after the records (and before releasing): the log before
+    /// `last_slot` may then be compacted. Taken every `checkpoint_every_slots`, after a
+    /// snapshot arrived from a peer, and when recovery from lost storage completes.
+    pub checkpoint: Option<Snapshot>,
+    /// The node completed recovery from lost storage (`recovery`): once this batch and
+    /// its checkpoint are durable, clear the damage marker so a restart votes at once.
+    pub repaired: bool,
     messages: Vec<Envelope<C>>,
     outputs: Vec<Output<O>>,
 }
@@ -91,12 +102,16 @@ impl<C, O> Ready<C, O> {
         messages: Vec<Envelope<C>>,
         outputs: Vec<Output<O>>,
     ) -> Self {
-        Ready { persist, persist_lsn, messages, outputs }
+        Ready { persist, persist_lsn, checkpoint: None, repaired: false, messages, outputs }
     }
 
     /// Nothing to do at all.
     pub fn is_empty(&self) -> bool {
-        self.persist.is_empty() && self.messages.is_empty() && self.outputs.is_empty()
+        self.persist.is_empty()
+            && self.messages.is_empty()
+            && self.outputs.is_empty()
+            && self.checkpoint.is_none()
+            && !self.repaired
     }
 
     /// Hands out the messages and outputs once `persisted` covers this batch.
@@ -118,11 +133,14 @@ impl<C, O> Ready<C, O> {
     }
 }
 
-/// What a node keeps across crashes: the acceptor's promise and the log of accepted and
-/// decided values. Storage replays records into it in order.
+/// What a node keeps across crashes: the acceptor's promise, the newest checkpoint, and
+/// the log of accepted and decided values after it. Storage replays records into it in
+/// order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableState<C> {
     pub promised: Ballot,
+    /// The newest checkpoint; the log holds nothing at or below its `last_slot`.
+    pub snapshot: Option<Snapshot>,
     pub log: BTreeMap<Slot, LogEntry<C>>,
 }
 
@@ -135,11 +153,21 @@ pub enum LogEntry<C> {
 
 impl<C> Default for DurableState<C> {
     fn default() -> Self {
-        DurableState { promised: Ballot::ZERO, log: BTreeMap::new() }
+        DurableState { promised: Ballot::ZERO, snapshot: None, log: BTreeMap::new() }
     }
 }
 
 impl<C: Clone> DurableState<C> {
+    /// A checkpoint became durable: it replaces every log entry at or below its slot
+    /// (as storage's compaction does).
+    pub fn install_checkpoint(&mut self, snapshot: Snapshot) {
+        if self.snapshot.as_ref().is_some_and(|s| s.last_slot >= snapshot.last_slot) {
+            return;
+        }
+        self.log = self.log.split_off(&snapshot.slot_out());
+        self.snapshot = Some(snapshot);
+    }
+
     /// Applies one record, exactly as the node applied it to its memory.
     pub fn apply(&mut self, record: &Record<C>) {
         match record {
@@ -148,7 +176,9 @@ impl<C: Clone> DurableState<C> {
             }
             Record::Accepted { pvalue } => {
                 self.promised = self.promised.max(pvalue.ballot);
+                let compacted = self.snapshot.as_ref().is_some_and(|s| pvalue.slot <= s.last_slot);
                 match self.log.get(&pvalue.slot) {
+                    _ if compacted => {}
                     Some(LogEntry::Decided(_)) => {}
                     _ => {
                         self.log.insert(
@@ -159,7 +189,9 @@ impl<C: Clone> DurableState<C> {
                 }
             }
             Record::Decided { slot, value } => {
-                self.log.insert(*slot, LogEntry::Decided(value.clone()));
+                if self.snapshot.as_ref().is_none_or(|s| *slot > s.last_slot) {
+                    self.log.insert(*slot, LogEntry::Decided(value.clone()));
+                }
             }
         }
     }

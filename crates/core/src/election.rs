@@ -53,6 +53,9 @@ pub struct Election {
     quorum_connected: bool,
     happy: bool,
     unhappy_since: Option<Time>,
+    /// This node may take over. False while it recovers from lost storage: it must not
+    /// vote, and a leader votes for its own ballot.
+    may_lead: bool,
     timeout_us: u64,
     backoff_until: Time,
     next_round_at: Time,
@@ -85,6 +88,7 @@ impl Election {
             quorum_connected: false,
             happy: false,
             unhappy_since: None,
+            may_lead: true,
             timeout_us: election_timeout_ms * 1000,
             backoff_until: now,
             next_round_at: now,
@@ -110,6 +114,11 @@ impl Election {
         self.round
     }
 
+    /// Allows or forbids taking over (see `may_lead`).
+    pub fn set_may_lead(&mut self, may_lead: bool) {
+        self.may_lead = may_lead;
+    }
+
     /// This node's answer to a heartbeat request.
     pub fn heartbeat(&self, decided_upto: Slot) -> Heartbeat {
         Heartbeat {
@@ -118,6 +127,7 @@ impl Election {
             quorum_connected: self.quorum_connected,
             happy: self.happy,
             decided_upto,
+            accepted_upto: 0,
             lease: false,
         }
     }
@@ -229,7 +239,7 @@ impl Election {
             self.leader = Some(ballot);
             return event;
         }
-        if self.quorum_connected && now >= self.backoff_until {
+        if self.quorum_connected && now >= self.backoff_until && self.may_lead {
             let ballot = self.ballot_max.next_for(self.id);
             self.observe(ballot);
             self.leader = Some(ballot);
@@ -258,6 +268,7 @@ mod tests {
             quorum_connected,
             happy,
             decided_upto: 0,
+            accepted_upto: 0,
             lease: false,
         }
     }

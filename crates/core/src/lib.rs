@@ -23,9 +23,11 @@ pub mod leader;
 pub mod message;
 pub mod node;
 pub mod options;
+pub mod recovery;
 pub mod replica;
 pub mod requester;
 pub mod scout;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 pub mod wire;
@@ -34,6 +36,8 @@ pub use effects::{DurableState, Envelope, LogEntry, Output, Persisted, Ready, Re
 pub use message::{Heartbeat, Message};
 pub use node::{Node, PeerView, Status};
 pub use options::{Options, PlantedBugs};
+pub use recovery::RecoveryView;
+pub use snapshot::Snapshot;
 pub use state_machine::{Payload, SnapshotError, StateMachine};
 pub use types::{
     Ballot, ClientId, Command, Configuration, NodeId, PValue, Slot, Time, Value, EPHEMERAL_CLIENT_BIT,

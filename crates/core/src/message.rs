@@ -69,10 +69,23 @@ pub enum Message<C> {
         values: Vec<Value<C>>,
     },
     /// The responder no longer holds slot `from_slot` in its log: it was compacted into a
-    /// snapshot. State transfer (the storage issue) picks up from here.
+    /// snapshot. The lagging node pulls the snapshot (see `snapshot`).
     SnapshotNeeded {
         from_slot: Slot,
         compacted_upto: Slot,
+    },
+    /// Send me your newest snapshot's bytes from `offset` (one chunk).
+    SnapshotRequest {
+        offset: u64,
+    },
+    /// One chunk of the sender's newest snapshot, which ends at `last_slot`, is
+    /// `total_bytes` long and has CRC32C `checksum` over all of it.
+    SnapshotChunk {
+        last_slot: Slot,
+        total_bytes: u64,
+        checksum: u32,
+        offset: u64,
+        bytes: Vec<u8>,
     },
 }
 
@@ -90,6 +103,9 @@ pub struct Heartbeat {
     pub happy: bool,
     /// Every slot below this is decided at this node.
     pub decided_upto: Slot,
+    /// One past the highest slot this node's acceptor holds a vote in (0: none). A node
+    /// recovering from lost storage waits until it has decided up to here (`recovery`).
+    pub accepted_upto: Slot,
     /// This reply grants the requester a leader lease: the sender will promise no other
     /// node for `lease_ms` (see `Options::lease_ms`).
     pub lease: bool,
@@ -111,6 +127,8 @@ impl<C> Message<C> {
             Message::CatchUp { .. } => "catch-up",
             Message::Decisions { .. } => "decisions",
             Message::SnapshotNeeded { .. } => "snapshot-needed",
+            Message::SnapshotRequest { .. } => "snapshot-request",
+            Message::SnapshotChunk { .. } => "snapshot-chunk",
         }
     }
 }

@@ -17,10 +17,14 @@ use crate::election::{Election, ElectionEvent};
 use crate::leader::{Acceptors, Leader, LeaderEvent, Promise};
 use crate::message::{Heartbeat, Message};
 use crate::options::{Options, PlantedBugs};
+use crate::recovery::{Recovery, RecoveryView};
 use crate::replica::{AppliedCommand, Replica};
 use crate::requester::Requester;
+use crate::snapshot::{Served, Snapshot, Transfer};
 use crate::state_machine::StateMachine;
 use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
+
+mod state_transfer;
 
 /// A snapshot of a node's view, for status pages and the simulator's checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +53,14 @@ pub struct Status {
     pub batches_proposed: u64,
     pub commands_proposed: u64,
     pub elections_started: u64,
+    /// Set while the node recovers from lost storage and may not vote (see `recovery`).
+    pub recovery: Option<RecoveryView>,
+    /// The newest checkpoint's last slot, and decided values below `compacted_upto` are
+    /// gone from memory (a lagging peer gets a snapshot).
+    pub checkpoint_slot: Option<Slot>,
+    pub compacted_upto: Slot,
+    /// Snapshots this node installed from peers since it started.
+    pub snapshots_installed: u64,
     /// Each peer as last heard: its decided prefix and how long ago (µs) it answered.
     pub peers: Vec<PeerView>,
 }
@@ -98,6 +110,17 @@ pub struct Node<S: StateMachine> {
     last_now: Time,
     dispatch_pending: bool,
     propose_pending: bool,
+    /// Recovery from lost storage, while it lasts (see `recovery`).
+    recovery: Option<Recovery>,
+    /// Recovery completed: the next `Ready` says so (`Ready::repaired`).
+    repaired_pending: bool,
+    /// A checkpoint for the next `Ready`, and the slot after the newest one taken.
+    checkpoint_pending: Option<Snapshot>,
+    checkpoint_slot_out: Slot,
+    /// The newest snapshot, served to lagging peers; and one being received.
+    served: Option<Served>,
+    transfer: Option<Transfer>,
+    snapshots_installed: u64,
 }
 
 /// A lease this node granted (C6). `holder: None` refuses everyone: after a restart the
@@ -124,12 +147,20 @@ impl<S: StateMachine> Node<S> {
         options.validate().expect("invalid options");
         let mut acceptor = Acceptor::new(durable.promised);
         let mut replica = Replica::new(state_machine, options.sessions_max);
+        let served = durable.snapshot.as_ref().map(|snapshot| {
+            if let Err(error) = replica.install(snapshot) {
+                // The checkpoint passed its checksum, so this is a bug, not a fault.
+                panic!("checkpoint through slot {} does not restore: {error}", snapshot.last_slot);
+            }
+            Served::new(snapshot)
+        });
         for (slot, entry) in durable.log {
             match entry {
                 LogEntry::Accepted { ballot, value } => acceptor.restore(PValue { ballot, slot, value }),
-                LogEntry::Decided(value) => {
+                LogEntry::Decided(value) if slot >= replica.slot_out() => {
                     replica.on_decision(slot, value);
                 }
+                LogEntry::Decided(_) => {} // In the checkpoint already.
             }
         }
         let mut applied = Vec::new();
@@ -170,8 +201,30 @@ impl<S: StateMachine> Node<S> {
             last_now: now,
             dispatch_pending: false,
             propose_pending: false,
+            recovery: None,
+            repaired_pending: false,
+            checkpoint_pending: None,
+            checkpoint_slot_out: served.as_ref().map_or(0, |s| s.last_slot + 1),
+            served,
+            transfer: None,
+            snapshots_installed: 0,
             options,
         }
+    }
+
+    /// The node's storage was damaged or lost (recovery found a bad checksum mid-log, a
+    /// missing or bad checkpoint, or the disk was replaced): it must not vote until it
+    /// has repaired from its peers (see `recovery`). Call right after `new`. The storage's
+    /// damage marker must stay until a `Ready` with `repaired` set is durable, so that a
+    /// crash meanwhile recovers again.
+    pub fn recover_from_peers(&mut self) {
+        self.recovery = Some(Recovery::new(self.id, &self.configuration.members));
+        self.election.set_may_lead(false);
+    }
+
+    /// True while the node recovers from lost storage and does not vote.
+    pub fn is_recovering(&self) -> bool {
+        self.recovery.is_some()
     }
 
     /// Simulator only: plants known bugs to prove the checkers catch them.
@@ -219,6 +272,10 @@ impl<S: StateMachine> Node<S> {
             batches_proposed: self.leader.batches_proposed(),
             commands_proposed: self.leader.commands_proposed(),
             elections_started: self.elections_started,
+            recovery: self.recovery.as_ref().map(Recovery::view),
+            checkpoint_slot: self.served.as_ref().map(|s| s.last_slot),
+            compacted_upto: self.replica.compacted_upto(),
+            snapshots_installed: self.snapshots_installed,
             peers: Vec::new(),
         }
     }
@@ -256,12 +313,15 @@ impl<S: StateMachine> Node<S> {
             self.drain_local(now);
         }
         self.lsn += self.persist.len() as u64;
-        Ready::new(
+        let mut ready = Ready::new(
             std::mem::take(&mut self.persist),
             self.lsn,
             std::mem::take(&mut self.outbox),
             std::mem::take(&mut self.outputs),
-        )
+        );
+        ready.checkpoint = self.checkpoint_pending.take();
+        ready.repaired = std::mem::take(&mut self.repaired_pending);
+        ready
     }
 
     /// A client attached to this node submits `command`. Its output arrives later as an
@@ -302,6 +362,7 @@ impl<S: StateMachine> Node<S> {
         self.leader.retransmit(now, retransmit_us, self.replica.slot_out(), &mut out);
         self.send_all(out);
         self.dispatch_requests(now, self.options.request_retry_ms * 1000);
+        self.transfer_tick(now);
         self.drain_local(now);
     }
 
@@ -368,12 +429,14 @@ impl<S: StateMachine> Node<S> {
             Message::Decision { slot, value } => self.on_decision(slot, value),
             Message::HeartbeatRequest { round } => {
                 let mut status = self.election.heartbeat(self.replica.slot_out());
+                status.accepted_upto = self.acceptor.accepted_upto();
                 status.lease = self.grant_lease(now, from);
                 self.send(from, Message::HeartbeatReply { round, status });
             }
             Message::HeartbeatReply { round, status } => {
                 self.election.on_reply(now, from, round, status);
                 self.count_lease_vote(from, round, &status);
+                self.on_recovery_report(from, &status);
                 self.maybe_catch_up(now, from, status.decided_upto);
             }
             Message::Forward { commands } => {
@@ -382,6 +445,10 @@ impl<S: StateMachine> Node<S> {
                     let _ = self.leader.enqueue(command);
                 }
                 self.propose_pending = true;
+            }
+            Message::CatchUp { from_slot } if from_slot < self.replica.compacted_upto() => {
+                let compacted_upto = self.replica.compacted_upto();
+                self.send(from, Message::SnapshotNeeded { from_slot, compacted_upto });
             }
             Message::CatchUp { from_slot } => {
                 let values = self.replica.decisions_for_catch_up(from_slot, self.options.catchup_batch_max);
@@ -394,9 +461,12 @@ impl<S: StateMachine> Node<S> {
                     self.on_decision(from_slot + i as u64, value);
                 }
             }
-            Message::SnapshotNeeded { .. } => {
-                // State transfer arrives with checkpoints (the storage issue). Until then no
-                // node compacts its log, so no node sends this.
+            Message::SnapshotNeeded { compacted_upto, .. } => {
+                self.on_snapshot_needed(now, from, compacted_upto)
+            }
+            Message::SnapshotRequest { offset } => self.on_snapshot_request(from, offset),
+            Message::SnapshotChunk { last_slot, total_bytes, checksum, offset, bytes } => {
+                self.on_snapshot_chunk(now, from, last_slot, total_bytes, checksum, offset, &bytes)
             }
         }
     }
@@ -404,6 +474,9 @@ impl<S: StateMachine> Node<S> {
     /// Grants `from` a lease if we follow it as leader and hold no live grant to another
     /// node (never two holders at once).
     fn grant_lease(&mut self, now: Time, from: NodeId) -> bool {
+        if self.recovery.is_some() {
+            return false; // A recovering node grants nothing (see `recovery`).
+        }
         let follows = self.election.leader().is_some_and(|b| b.leader == from);
         let free = self.lease_grant.until <= now || self.lease_grant.holder == Some(from);
         if !(follows && free) {
@@ -441,6 +514,11 @@ impl<S: StateMachine> Node<S> {
             // scout retransmits and succeeds once the lease ran out.
             return;
         }
+        if self.recovery.is_some() {
+            // Our storage lost promises we made: stay silent until repaired.
+            self.election.observe(ballot);
+            return;
+        }
         self.on_ballot_seen(now, ballot);
         let slot_out = self.replica.slot_out();
         let decided = self.replica.decided_from(from_slot);
@@ -451,6 +529,12 @@ impl<S: StateMachine> Node<S> {
 
     /// p2a at our acceptor.
     fn on_accept(&mut self, now: Time, from: NodeId, pvalue: PValue<Cmd<S>>, decided_upto: Slot) {
+        if self.recovery.is_some() {
+            // Our storage lost votes we cast: stay silent until repaired, but learn.
+            self.election.observe(pvalue.ballot);
+            self.maybe_catch_up(now, from, decided_upto);
+            return;
+        }
         self.on_ballot_seen(now, pvalue.ballot);
         let (record, reply) = self.acceptor.on_accept(pvalue);
         self.persist.extend(record);
@@ -474,6 +558,11 @@ impl<S: StateMachine> Node<S> {
         }
         self.persist.push(Record::Decided { slot, value });
         self.leader.on_decided(slot);
+        self.apply_and_answer();
+    }
+
+    /// Applies what is decided, answers this node's clients, and checkpoints when due.
+    fn apply_and_answer(&mut self) {
         let mut applied = Vec::new();
         self.replica.apply_decided(&mut applied);
         self.acceptor.forget_below(self.replica.slot_out());
@@ -485,6 +574,8 @@ impl<S: StateMachine> Node<S> {
                 });
             }
         }
+        self.maybe_checkpoint();
+        self.check_recovered();
         // Applying frees window slots.
         self.propose_pending = true;
     }

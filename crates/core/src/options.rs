@@ -35,6 +35,17 @@ pub struct Options {
     /// ρ, the bound on clock drift between any two nodes' rates, in parts per million
     /// (50,000 = 5%). Leases are only as safe as this bound is true.
     pub clock_drift_bound_ppm: u64,
+    /// A node checkpoints its state machine every this many applied slots and compacts
+    /// its log before the checkpoint (storage issue). 0 never checkpoints.
+    pub checkpoint_every_slots: u64,
+    /// Decided values kept in memory below the newest checkpoint, so that a peer lagging
+    /// by less catches up from the log instead of a snapshot.
+    pub catchup_retain_slots: u64,
+    /// State transfer sends a snapshot in chunks of at most this many bytes, one in
+    /// flight per receiver.
+    pub snapshot_chunk_bytes: usize,
+    /// A snapshot larger than this is refused by a receiver (a bound on its memory).
+    pub snapshot_bytes_max: u64,
 }
 
 impl Default for Options {
@@ -52,6 +63,10 @@ impl Default for Options {
             sessions_max: 100_000,
             lease_ms: 200,
             clock_drift_bound_ppm: 50_000,
+            checkpoint_every_slots: 20_000,
+            catchup_retain_slots: 5_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_bytes_max: 8 << 30,
         }
     }
 }
@@ -83,6 +98,9 @@ impl Options {
         }
         if self.clock_drift_bound_ppm >= 500_000 {
             return Err("clock_drift_bound_ppm must be below 500000 (50%)".into());
+        }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > 8 << 20 {
+            return Err("snapshot_chunk_bytes must be in 1..=8 MiB (one frame carries a chunk)".into());
         }
         if self.sessions_max == 0 || self.requests_pending_max == 0 {
             return Err("sessions_max and requests_pending_max must be positive".into());

@@ -7,8 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use crate::effects::Rejection;
-use crate::state_machine::StateMachine;
+use crate::snapshot::Snapshot;
+use crate::state_machine::{SnapshotError, StateMachine};
 use crate::types::{ClientId, Command, Slot, Value, EPHEMERAL_CLIENT_BIT};
 
 /// What applying one command of a decided batch produced.
@@ -21,7 +25,7 @@ pub struct AppliedCommand<O> {
 }
 
 /// One client's session: the last command applied for it and its output.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Session<O> {
     seq: u64,
     output: O,
@@ -40,6 +44,40 @@ pub struct Sessions<O> {
 impl<O: Clone> Sessions<O> {
     pub fn new(sessions_max: usize) -> Self {
         Sessions { by_client: HashMap::new(), by_age: BTreeSet::new(), sessions_max }
+    }
+
+    /// The table for a snapshot, in a canonical order (every replica encodes the same
+    /// sessions to the same bytes).
+    pub fn encode(&self) -> Vec<u8>
+    where
+        O: Serialize,
+    {
+        let mut entries: Vec<(&ClientId, &Session<O>)> = self.by_client.iter().collect();
+        entries.sort_by_key(|(client, _)| **client);
+        postcard::to_allocvec(&entries).expect("sessions always encode")
+    }
+
+    /// Replaces the table with one from a snapshot.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>
+    where
+        O: DeserializeOwned,
+    {
+        let entries: Vec<(ClientId, Session<O>)> =
+            postcard::from_bytes(bytes).map_err(|e| SnapshotError(format!("sessions: {e}")))?;
+        self.by_client.clear();
+        self.by_age.clear();
+        for (client, session) in entries {
+            self.by_age.insert((session.last_slot, client));
+            self.by_client.insert(client, session);
+        }
+        if self.by_client.len() > self.sessions_max {
+            return Err(SnapshotError(format!(
+                "{} sessions exceed sessions_max {}",
+                self.by_client.len(),
+                self.sessions_max
+            )));
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -90,6 +128,9 @@ pub struct Replica<S: StateMachine> {
     decisions: BTreeMap<Slot, Value<S::Command>>,
     /// The next slot to apply: every slot below it is decided and applied.
     slot_out: Slot,
+    /// Decisions below this slot are compacted away (in a snapshot): a peer that needs
+    /// them gets a snapshot instead.
+    compacted_upto: Slot,
     sessions: Sessions<S::Output>,
 }
 
@@ -99,6 +140,7 @@ impl<S: StateMachine> Replica<S> {
             state_machine,
             decisions: BTreeMap::new(),
             slot_out: 0,
+            compacted_upto: 0,
             sessions: Sessions::new(sessions_max),
         }
     }
@@ -148,6 +190,45 @@ impl<S: StateMachine> Replica<S> {
     /// node reports as decided in a Promise.
     pub fn decided_from(&self, from: Slot) -> Vec<(Slot, Value<S::Command>)> {
         self.decisions.range(from.max(self.slot_out)..).map(|(s, v)| (*s, v.clone())).collect()
+    }
+
+    /// Decisions below this slot were compacted into a snapshot.
+    pub fn compacted_upto(&self) -> Slot {
+        self.compacted_upto
+    }
+
+    /// The applied state as a snapshot through `slot_out - 1`.
+    pub fn snapshot(&self) -> Snapshot {
+        assert!(self.slot_out > 0, "nothing applied: no snapshot");
+        Snapshot {
+            last_slot: self.slot_out - 1,
+            state: self.state_machine.snapshot(),
+            sessions: self.sessions.encode(),
+        }
+    }
+
+    /// Drops decided values below `slot` (already applied and in a snapshot).
+    pub fn compact_below(&mut self, slot: Slot) {
+        let slot = slot.min(self.slot_out);
+        if slot <= self.compacted_upto {
+            return;
+        }
+        self.decisions = self.decisions.split_off(&slot);
+        self.compacted_upto = slot;
+    }
+
+    /// Replaces the applied state with `snapshot` (state transfer, or a restart from a
+    /// checkpoint). Decisions it covers are dropped; later ones stay for `apply_decided`.
+    /// An error leaves the replica unusable: the caller stops (a verified snapshot that
+    /// does not restore is a bug, not a fault to retry).
+    pub fn install(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+        assert!(snapshot.slot_out() > self.slot_out, "installing a snapshot that is not newer");
+        self.state_machine.restore(&snapshot.state)?;
+        self.sessions.restore(&snapshot.sessions)?;
+        self.slot_out = snapshot.slot_out();
+        self.decisions = self.decisions.split_off(&self.slot_out);
+        self.compacted_upto = self.slot_out;
+        Ok(())
     }
 
     /// Up to `max` consecutive decided values from `from` on, for a lagging peer.

@@ -39,6 +39,16 @@ pub struct Config {
     pub request_timeout_ms: u64,
     #[serde(default)]
     pub protocol: ProtocolConfig,
+    /// Treat this node's storage as lost (a replaced disk): it votes again only once it
+    /// has repaired from its peers. Damage found by recovery implies this.
+    #[serde(default)]
+    pub rejoin: bool,
+    /// Builds with the `planted-bugs` feature only (tests): plants a known bug
+    /// (`stale-read`, `small-quorum`, `stale-ballot`) so that fault-injection runs can
+    /// prove their checkers catch it. A normal build refuses this key.
+    #[cfg(feature = "planted-bugs")]
+    #[serde(default)]
+    pub planted_bug: Option<String>,
 }
 
 /// The protocol's timing and bounds (see `synod_core::Options`).
@@ -50,6 +60,10 @@ pub struct ProtocolConfig {
     pub retransmit_ms: u64,
     pub window_slots: u64,
     pub batch_commands_max: usize,
+    /// Checkpoint every this many applied slots, compacting the log (0: never).
+    pub checkpoint_every_slots: u64,
+    /// Decided slots kept in memory behind the newest checkpoint for lagging peers.
+    pub catchup_retain_slots: u64,
 }
 
 impl Default for ProtocolConfig {
@@ -61,6 +75,8 @@ impl Default for ProtocolConfig {
             retransmit_ms: o.retransmit_ms,
             window_slots: o.window_slots,
             batch_commands_max: o.batch_commands_max,
+            checkpoint_every_slots: o.checkpoint_every_slots,
+            catchup_retain_slots: o.catchup_retain_slots,
         }
     }
 }
@@ -100,6 +116,8 @@ impl Config {
             retransmit_ms: self.protocol.retransmit_ms,
             window_slots: self.protocol.window_slots,
             batch_commands_max: self.protocol.batch_commands_max,
+            checkpoint_every_slots: self.protocol.checkpoint_every_slots,
+            catchup_retain_slots: self.protocol.catchup_retain_slots,
             ..Options::default()
         }
     }
@@ -116,7 +134,23 @@ impl Config {
         if self.request_timeout_ms == 0 {
             return Err("request_timeout_ms must be positive".into());
         }
+        #[cfg(feature = "planted-bugs")]
+        self.planted_bugs()?;
         self.options().validate()
+    }
+
+    /// The planted bug this configuration asks for (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted_bugs(&self) -> Result<synod_core::PlantedBugs, String> {
+        let mut bugs = synod_core::PlantedBugs::default();
+        match self.planted_bug.as_deref() {
+            None => {}
+            Some("stale-read") => bugs.stale_read = true,
+            Some("small-quorum") => bugs.small_quorum = true,
+            Some("stale-ballot") => bugs.stale_ballot = true,
+            Some(other) => return Err(format!("unknown planted_bug {other:?}")),
+        }
+        Ok(bugs)
     }
 
     /// The three-node cluster of `synod dev` on loopback: HTTP on 7001-7003, peers on
@@ -137,6 +171,9 @@ impl Config {
             listen_http: None,
             request_timeout_ms: default_request_timeout_ms(),
             protocol: ProtocolConfig::default(),
+            rejoin: false,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }

@@ -77,6 +77,10 @@ pub struct Driver<S: StateMachine> {
     reads: Vec<(S::Command, LocalReply<S>)>,
     /// Lease reads waiting for their read index to be applied.
     lease_reads: Vec<LeaseRead<S>>,
+    /// The configuration as checkpoints record it.
+    configuration: Vec<u8>,
+    /// Whether the node was recovering at the last turn (to log the change).
+    was_recovering: bool,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -98,7 +102,16 @@ impl<S: StateMachine> Driver<S> {
             reader,
             reads: Vec::new(),
             lease_reads: Vec::new(),
+            configuration: Vec::new(),
+            was_recovering: false,
         }
+    }
+
+    /// Records `configuration` in every checkpoint this node writes.
+    pub fn with_configuration(mut self, configuration: &synod_core::Configuration) -> Self {
+        self.configuration = postcard::to_allocvec(configuration).expect("a configuration encodes");
+        self.was_recovering = self.node.is_recovering();
+        self
     }
 
     fn now(&self) -> Time {
@@ -164,7 +177,7 @@ impl<S: StateMachine> Driver<S> {
         false
     }
 
-    fn persist_and_release(&mut self, ready: Ready<S::Command, S::Output>) {
+    fn persist_and_release(&mut self, mut ready: Ready<S::Command, S::Output>) {
         if !ready.persist.is_empty() {
             if let Err(error) = self.wal.append(&ready.persist) {
                 fatal(&format!("write-ahead log append failed: {error}"));
@@ -175,6 +188,28 @@ impl<S: StateMachine> Driver<S> {
                 fatal(&format!("fsync failed: {error}"));
             }
         }
+        if let Some(snapshot) = ready.checkpoint.take() {
+            // Written before the release: what follows may rest on it (an installed
+            // snapshot). The log before it is compacted by the storage.
+            let meta = crate::disk::checkpoint_meta(&snapshot, &self.configuration);
+            match self.wal.checkpoint(&meta, &snapshot.state) {
+                Ok(info) => {
+                    tracing::debug!(last_slot = info.last_slot, bytes = info.file_bytes, "checkpoint")
+                }
+                Err(error) => fatal(&format!("checkpoint failed: {error}")),
+            }
+        }
+        if ready.repaired {
+            if let Err(error) = self.wal.mark_repaired() {
+                fatal(&format!("cannot clear the damage marker: {error}"));
+            }
+            tracing::warn!("repaired from peers: this replica votes again");
+        }
+        let recovering = self.node.is_recovering();
+        if recovering && !self.was_recovering {
+            tracing::warn!("recovering from lost storage: not voting until every other member answers");
+        }
+        self.was_recovering = recovering;
         let lsn = ready.persist_lsn;
         let (messages, outputs) = ready.release(Persisted::through(lsn));
         for envelope in messages {

@@ -318,6 +318,14 @@ async fn status(
             .collect(),
         fsyncs: stats.storage.wal_syncs,
         uptime_seconds: state.started.elapsed().as_secs_f64(),
+        recovering: status.recovery.as_ref().map(|r| synod_client::api::RecoveryStatus {
+            members_answered: r.reported,
+            members_needed: r.needed,
+            catch_up_to: r.horizon,
+        }),
+        checkpoint_slot: status.checkpoint_slot,
+        compacted_upto: status.compacted_upto,
+        snapshots_installed: status.snapshots_installed,
     }))
 }
 

@@ -3,11 +3,13 @@
 //! Drives the sans-IO `synod_core::Node` with real threads, sockets and files:
 //! - [`driver`]: the protocol thread (persist, then send; group commit);
 //! - [`transport`]: TCP between nodes, framed and checksummed by `synod_core::wire`;
+//! - [`disk`]: recovery of the data directory, and what damage means;
 //! - [`member`]: Synod as a library: your state machine, `Member::invoke`;
 //! - [`http`] and [`server`]: the node with its HTTP API (`synod server`).
 
 pub mod bank_api;
 pub mod config;
+pub mod disk;
 pub mod driver;
 pub mod errors;
 pub mod http;

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use synod_core::{Command, Configuration, NodeId, Options, Rejection, StateMachine, Status};
-use synod_storage::{FileStorage, StorageOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -91,23 +90,22 @@ where
         let me = options.members.iter().find(|m| m.0 == options.node_id).ok_or("node_id is not a member")?;
         let listener =
             TcpListener::bind(&me.1).await.map_err(|e| format!("cannot listen on {}: {e}", me.1))?;
-        let (storage, recovered) =
-            FileStorage::<S::Command>::open(&options.data_dir, StorageOptions::default())
-                .map_err(|e| format!("cannot open {}: {e}", options.data_dir.display()))?;
-        if recovered.report.damaged || recovered.checkpoint.is_some() {
-            return Err(format!("{}: {}", options.data_dir.display(), recovered.report));
-        }
+        let opened = crate::disk::open::<S::Command>(&options.data_dir, false)?;
         let members: Vec<NodeId> = options.members.iter().map(|m| NodeId(m.0)).collect();
         let cluster_id = synod_core::wire::cluster_id(&options.cluster);
-        let node = synod_core::Node::new(
+        let configuration = Configuration::new(members.clone());
+        let mut node = synod_core::Node::new(
             id,
-            Configuration::new(members.clone()),
+            configuration.clone(),
             options.protocol.clone(),
             state_machine,
-            recovered.state,
+            opened.durable,
             rand::thread_rng().gen(),
             synod_core::Time(0),
         );
+        if opened.recover_from_peers {
+            node.recover_from_peers();
+        }
         let peers: BTreeMap<NodeId, String> =
             options.members.iter().map(|m| (NodeId(m.0), m.1.clone())).collect();
         let transport_stats = Arc::new(TransportStats::default());
@@ -116,7 +114,8 @@ where
         let (inputs, receiver) = mpsc::sync_channel::<Input<S>>(crate::server::INPUT_QUEUE_MAX);
         // Members answer only through `invoke`: no local reads, so no reader is needed.
         let driver =
-            Driver::new(node, Box::new(storage), outbound, Instant::now(), stats.clone(), |_, _| None);
+            Driver::new(node, Box::new(opened.storage), outbound, Instant::now(), stats.clone(), |_, _| None)
+                .with_configuration(&configuration);
         let protocol = std::thread::Builder::new()
             .name(format!("synod-member-{}", options.node_id))
             .spawn(move || driver.run(receiver))

@@ -32,6 +32,8 @@ pub struct Metrics {
     applied_upto: Gauge,
     ballot_round: Gauge,
     is_leader: Gauge,
+    recovering: Gauge,
+    checkpoint_slot: Gauge,
     quorum_connected: Gauge,
     requests_pending: Gauge,
     leader_queue: Gauge,
@@ -71,6 +73,8 @@ impl Metrics {
             applied_upto: Gauge::default(),
             ballot_round: Gauge::default(),
             is_leader: Gauge::default(),
+            recovering: Gauge::default(),
+            checkpoint_slot: Gauge::default(),
             quorum_connected: Gauge::default(),
             requests_pending: Gauge::default(),
             leader_queue: Gauge::default(),
@@ -124,6 +128,12 @@ impl Metrics {
             m.ballot_round.clone(),
         );
         registry.register("is_leader", "1 if this node is the active leader", m.is_leader.clone());
+        registry.register(
+            "recovering",
+            "1 while this node recovers from damaged or lost storage and does not vote",
+            m.recovering.clone(),
+        );
+        registry.register("checkpoint_slot", "The newest checkpoint's last slot", m.checkpoint_slot.clone());
         registry.register("quorum_connected", "1 if this node hears a majority", m.quorum_connected.clone());
         registry.register(
             "requests_pending",
@@ -193,6 +203,8 @@ impl Metrics {
             self.applied_upto.set(status.applied_upto as i64);
             self.ballot_round.set(status.ballot_max.round as i64);
             self.is_leader.set(status.is_leader as i64);
+            self.recovering.set(status.recovery.is_some() as i64);
+            self.checkpoint_slot.set(status.checkpoint_slot.map_or(-1, |s| s as i64));
             self.quorum_connected.set(status.quorum_connected as i64);
             self.requests_pending.set(status.requests_pending as i64);
             self.leader_queue.set(status.leader_queue as i64);

@@ -12,11 +12,11 @@ use synod_core::{Configuration, DurableState, Node, NodeId, StateMachine};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::disk;
 use crate::driver::{Driver, DriverStats, Input, Wal};
 use crate::http::{self, NodeInfo, Shared};
 use crate::metrics::Metrics;
 use crate::transport::{self, TransportStats};
-use synod_storage::{FileStorage, StorageOptions};
 
 /// Inputs queued for the protocol thread at most; peers' frames beyond are dropped and
 /// clients get 503 busy (backpressure instead of unbounded memory).
@@ -26,45 +26,20 @@ pub const INPUT_QUEUE_MAX: usize = 65_536;
 pub struct Recovered {
     pub durable: DurableState<<App as StateMachine>::Command>,
     pub wal: Wal<<App as StateMachine>::Command>,
+    /// The storage was damaged (or `--rejoin`): the node recovers from its peers before
+    /// it votes (see [`crate::disk`]).
+    pub recover_from_peers: bool,
 }
 
-/// Opens (or creates) the node's storage under `config.data_dir` and recovers it.
-///
-/// A replica whose log or checkpoint is damaged beyond a torn tail may have lost a promise
-/// or a vote it gave: it must not vote until it has repaired from its peers (Paxos Made
-/// Live §5.1). Until repair lands, such a node refuses to start and says why — a clean
-/// stop, never a wrong vote.
+/// Opens (or creates) the node's storage under `config.data_dir` and recovers it. Damage
+/// does not stop the node: it starts in recovery and says so (see [`crate::disk`]).
 pub fn open_storage(config: &Config) -> Result<Recovered, String> {
-    let dir = &config.data_dir;
-    let (storage, recovered) =
-        FileStorage::<<App as StateMachine>::Command>::open(dir, StorageOptions::default())
-            .map_err(|e| format!("cannot open the data directory {}: {e}", dir.display()))?;
-    let report = &recovered.report;
-    if report.damaged {
-        let damage: Vec<String> = report.damage.iter().map(|d| d.to_string()).collect();
-        return Err(format!(
-            "the data in {} is damaged and this node may have lost promises it made; it will not vote. \
-             Damage: {}. Remove the directory to rejoin as a new replica once the others hold a majority.",
-            dir.display(),
-            damage.join("; ")
-        ));
-    }
-    if recovered.checkpoint.is_some() {
-        return Err(format!(
-            "{} holds a checkpoint; restoring checkpoints is not supported by this version",
-            dir.display()
-        ));
-    }
-    if let Some(torn) = &report.torn_tail {
-        tracing::warn!(?torn, "truncated a torn write at the end of the log (it was never acknowledged)");
-    }
-    tracing::info!(
-        dir = %dir.display(),
-        fresh = report.fresh,
-        records = report.records_replayed,
-        "recovered storage"
-    );
-    Ok(Recovered { durable: recovered.state, wal: Box::new(storage) })
+    let opened = disk::open(&config.data_dir, config.rejoin)?;
+    Ok(Recovered {
+        durable: opened.durable,
+        wal: Box::new(opened.storage),
+        recover_from_peers: opened.recover_from_peers,
+    })
 }
 
 /// Runs one node until `shutdown` resolves. Errors are for the operator: they name the
@@ -89,22 +64,35 @@ pub async fn run(
     let members: Vec<NodeId> = config.members.iter().map(|m| NodeId(m.id)).collect();
     let cluster_id = config.cluster_id();
     let started = Instant::now();
-    let node = Node::new(
+    let configuration = Configuration::new(members.clone());
+    let mut node = Node::new(
         id,
-        Configuration::new(members.clone()),
+        configuration.clone(),
         config.options(),
         App::default(),
         recovered.durable,
         rand::thread_rng().gen(),
         synod_core::Time(0),
     );
+    if recovered.recover_from_peers {
+        node.recover_from_peers();
+    }
+    #[cfg(feature = "planted-bugs")]
+    {
+        let bugs = config.planted_bugs()?;
+        if bugs != synod_core::PlantedBugs::default() {
+            tracing::warn!(?bugs, "PLANTED BUG: this node is deliberately unsafe (a test build)");
+        }
+        node.plant_bugs(bugs);
+    }
     let transport_stats = Arc::new(TransportStats::default());
     let peers: BTreeMap<NodeId, String> =
         config.members.iter().map(|m| (NodeId(m.id), m.peer.clone())).collect();
     let outbound = transport::start_outbound(id, cluster_id, &peers, transport_stats.clone());
     let stats = Arc::new(Mutex::new(DriverStats::default()));
     let (inputs, receiver) = mpsc::sync_channel::<Input<App>>(INPUT_QUEUE_MAX);
-    let driver = Driver::new(node, recovered.wal, outbound, started, stats.clone(), App::read);
+    let driver = Driver::new(node, recovered.wal, outbound, started, stats.clone(), App::read)
+        .with_configuration(&configuration);
     let protocol = std::thread::Builder::new()
         .name(format!("synod-node-{}", config.node_id))
         .spawn(move || driver.run(receiver))

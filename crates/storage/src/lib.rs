@@ -197,6 +197,10 @@ pub trait Storage<C> {
     /// the log before it (see the crate docs). Syncs everything appended first.
     fn checkpoint(&mut self, meta: &CheckpointMeta, snapshot: &[u8]) -> Result<CheckpointInfo, StorageError>;
 
+    /// The node finished recovering from damage (its `Ready::repaired` batch and
+    /// checkpoint are durable): clear the damage marker so a restart votes at once.
+    fn mark_repaired(&mut self) -> Result<(), StorageError>;
+
     fn stats(&self) -> StorageStats;
 }
 

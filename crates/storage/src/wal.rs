@@ -413,6 +413,10 @@ impl<C: Payload> Storage<C> for FileStorage<C> {
         self.appended
     }
 
+    fn mark_repaired(&mut self) -> Result<(), StorageError> {
+        FileStorage::mark_repaired(self)
+    }
+
     fn durable_lsn(&self) -> Lsn {
         self.durable
     }

@@ -55,6 +55,17 @@ pub struct ServerArgs {
     /// Bind address for clients (default: this member's HTTP address).
     #[arg(long, env = "SYNOD_LISTEN_HTTP")]
     listen_http: Option<String>,
+    /// This node's storage was lost (a replaced disk, an emptied directory): do not vote
+    /// until it has repaired from every other member. Damage that recovery finds implies it.
+    #[arg(long, env = "SYNOD_REJOIN")]
+    rejoin: bool,
+    /// Checkpoint every this many applied slots and compact the log (0: never).
+    #[arg(long, env = "SYNOD_CHECKPOINT_EVERY_SLOTS")]
+    checkpoint_every_slots: Option<u64>,
+    /// Decided slots kept in memory behind the newest checkpoint for lagging peers;
+    /// a peer further behind receives a snapshot.
+    #[arg(long, env = "SYNOD_CATCHUP_RETAIN_SLOTS")]
+    catchup_retain_slots: Option<u64>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -96,6 +107,13 @@ impl ServerArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        config.rejoin |= self.rejoin;
+        if let Some(every) = self.checkpoint_every_slots {
+            config.protocol.checkpoint_every_slots = every;
+        }
+        if let Some(retain) = self.catchup_retain_slots {
+            config.protocol.catchup_retain_slots = retain;
         }
         if self.listen_peer.is_some() {
             config.listen_peer = self.listen_peer.clone();

@@ -191,6 +191,8 @@ pub struct Cluster {
     pub root: PathBuf,
     pub members: String,
     pub nodes: Vec<Node>,
+    /// Extra environment for every `synod server` this cluster starts.
+    pub env: Vec<(String, String)>,
 }
 
 /// Ports the kernel hands out to `bind(0)`: free now, though another process may take one
@@ -206,9 +208,15 @@ static CLUSTERS: AtomicU64 = AtomicU64::new(0);
 impl Cluster {
     /// Starts three nodes and waits until they agree on a leader.
     pub fn start(test: &str) -> Cluster {
+        Cluster::start_with_env(test, &[])
+    }
+
+    /// Starts three nodes with extra environment variables (e.g. `SYNOD_*` settings).
+    pub fn start_with_env(test: &str, env: &[(&str, &str)]) -> Cluster {
         const ATTEMPTS_MAX: u32 = 3;
         for attempt in 1..=ATTEMPTS_MAX {
             let mut cluster = Cluster::create(test);
+            cluster.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             match (0..3).try_for_each(|i| cluster.spawn(i)) {
                 Ok(()) => {
                     cluster.wait_for_leader(ELECTION_DEADLINE);
@@ -242,7 +250,7 @@ impl Cluster {
             .collect();
         let members =
             nodes.iter().map(|n| format!("{}={}/{}", n.id, n.peer, n.http)).collect::<Vec<_>>().join(",");
-        Cluster { name, root, members, nodes }
+        Cluster { name, root, members, nodes, env: Vec::new() }
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {
@@ -271,6 +279,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.dir)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("SYNOD_CONFIG")
             .env_remove("SYNOD_LISTEN_PEER")
             .env_remove("SYNOD_LISTEN_HTTP")

@@ -1,0 +1,159 @@
+//! The node's checkpoints, state transfer and recovery from lost storage: the handlers
+//! behind `snapshot` and `recovery`, kept apart from the Paxos roles in `node.rs`.
+
+use super::Node;
+use crate::message::{Heartbeat, Message};
+use crate::snapshot::{ChunkOutcome, Served, Snapshot, Transfer};
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, Slot, Time};
+
+/// A transfer that made no progress for this many election timeouts is abandoned; the
+/// next `SnapshotNeeded` starts another, perhaps from another peer.
+const TRANSFER_STALL_TIMEOUTS: u64 = 10;
+
+impl<S: StateMachine> Node<S> {
+    /// Takes a checkpoint every `checkpoint_every_slots` applied slots and drops decided
+    /// values below it, keeping `catchup_retain_slots` for peers that lag a little.
+    pub(super) fn maybe_checkpoint(&mut self) {
+        let every = self.options.checkpoint_every_slots;
+        let slot_out = self.replica.slot_out();
+        if every == 0 || slot_out < self.checkpoint_slot_out + every {
+            return;
+        }
+        self.take_checkpoint();
+    }
+
+    fn take_checkpoint(&mut self) {
+        let snapshot = self.replica.snapshot();
+        self.checkpoint_slot_out = snapshot.slot_out();
+        self.served = Some(Served::new(&snapshot));
+        let keep_from = snapshot.slot_out().saturating_sub(self.options.catchup_retain_slots);
+        self.replica.compact_below(keep_from);
+        self.checkpoint_pending = Some(snapshot);
+    }
+
+    /// A heartbeat reply while recovering: one more member's report (see `recovery`).
+    pub(super) fn on_recovery_report(&mut self, from: NodeId, status: &Heartbeat) {
+        let Some(recovery) = self.recovery.as_mut() else { return };
+        let ballot_max = status.ballot_max.max(status.leader.unwrap_or_default());
+        let horizon = status.decided_upto.max(status.accepted_upto);
+        if let Some(ballot) = recovery.on_report(from, ballot_max, horizon) {
+            // Durable before anything we send depends on it, like every promise.
+            self.persist.extend(self.acceptor.raise_promise(ballot));
+            self.election.observe(ballot);
+        }
+        self.check_recovered();
+    }
+
+    /// Ends recovery once its conditions hold: the node votes again, and the `Ready`
+    /// carries a fresh checkpoint (which compacts the damaged files away) and `repaired`.
+    pub(super) fn check_recovered(&mut self) {
+        let slot_out = self.replica.slot_out();
+        if !self.recovery.as_ref().is_some_and(|r| r.complete(slot_out)) {
+            return;
+        }
+        self.recovery = None;
+        self.election.set_may_lead(true);
+        self.repaired_pending = true;
+        if slot_out > 0 {
+            self.take_checkpoint();
+        }
+    }
+
+    /// A peer no longer holds the decisions we asked for: pull its snapshot.
+    pub(super) fn on_snapshot_needed(&mut self, now: Time, from: NodeId, compacted_upto: Slot) {
+        if compacted_upto <= self.replica.slot_out() || self.transfer.is_some() {
+            return; // Caught up meanwhile, or a transfer is under way.
+        }
+        self.transfer = Some(Transfer::new(from, now));
+        self.send(from, Message::SnapshotRequest { offset: 0 });
+    }
+
+    /// A peer pulls our newest snapshot, one chunk per request.
+    pub(super) fn on_snapshot_request(&mut self, from: NodeId, offset: u64) {
+        let Some(served) = &self.served else { return };
+        let chunk_bytes = self.options.snapshot_chunk_bytes;
+        // An offset past the end (the snapshot changed under the receiver) starts over.
+        let (offset, chunk) = match served.chunk(offset, chunk_bytes) {
+            Some(chunk) => (offset, chunk),
+            None => (0, served.chunk(0, chunk_bytes).expect("a snapshot is never empty")),
+        };
+        let message = Message::SnapshotChunk {
+            last_slot: served.last_slot,
+            total_bytes: served.bytes.len() as u64,
+            checksum: served.checksum,
+            offset,
+            bytes: chunk.to_vec(),
+        };
+        self.send(from, message);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_snapshot_chunk(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        last_slot: Slot,
+        total_bytes: u64,
+        checksum: u32,
+        offset: u64,
+        bytes: &[u8],
+    ) {
+        let bytes_max = self.options.snapshot_bytes_max;
+        let Some(transfer) = self.transfer.as_mut() else { return };
+        match transfer.on_chunk(from, last_slot, total_bytes, checksum, offset, bytes, bytes_max, now) {
+            ChunkOutcome::Ignored => {}
+            ChunkOutcome::More(offset) => {
+                transfer.requested_at = now;
+                self.send(from, Message::SnapshotRequest { offset });
+            }
+            ChunkOutcome::Broken(_) => self.transfer = None,
+            ChunkOutcome::Complete => {
+                let transfer = self.transfer.take().expect("matched above");
+                self.install_transfer(transfer);
+            }
+        }
+    }
+
+    fn install_transfer(&mut self, transfer: Transfer) {
+        let Ok(snapshot) = Snapshot::decode(&transfer.bytes) else {
+            return; // The checksum held, so the sender encodes differently: ignore it.
+        };
+        if snapshot.slot_out() <= self.replica.slot_out() {
+            return; // We caught up from the log meanwhile.
+        }
+        if let Err(error) = self.replica.install(&snapshot) {
+            panic!(
+                "snapshot through slot {} from {} does not restore: {error}",
+                snapshot.last_slot, transfer.from
+            );
+        }
+        self.snapshots_installed += 1;
+        self.acceptor.forget_below(self.replica.slot_out());
+        self.leader.on_decided(snapshot.last_slot);
+        self.checkpoint_slot_out = snapshot.slot_out();
+        self.served = Some(Served {
+            last_slot: snapshot.last_slot,
+            checksum: transfer.checksum,
+            bytes: transfer.bytes,
+        });
+        // Written as our own checkpoint before anything that depends on it is released.
+        self.checkpoint_pending = Some(snapshot);
+        self.apply_and_answer();
+    }
+
+    /// Retransmits a lost chunk request, and abandons a transfer that stalled.
+    pub(super) fn transfer_tick(&mut self, now: Time) {
+        let Some(transfer) = self.transfer.as_mut() else { return };
+        let stall_us = TRANSFER_STALL_TIMEOUTS * self.options.election_timeout_ms * 1000;
+        if now.saturating_sub(transfer.progressed_at) > stall_us {
+            self.transfer = None;
+            return;
+        }
+        if now.saturating_sub(transfer.requested_at) >= self.options.retransmit_ms * 1000 {
+            transfer.requested_at = now;
+            let (to, offset) = (transfer.from, transfer.offset());
+            self.send(to, Message::SnapshotRequest { offset });
+        }
+    }
+}
