@@ -199,7 +199,14 @@ pub async fn status(endpoints: Endpoints) -> ExitCode {
                 println!("{:<6} {:<8} {endpoint}  ({})", "?", "down", error.as_str().unwrap_or(""));
                 continue;
             }
-            let role = if value["is_leader"].as_bool() == Some(true) { "leader" } else { "follower" };
+            let role = if value["is_leader"].as_bool() == Some(true) {
+                "leader"
+            } else if !value["recovering"].is_null() {
+                // Damaged or lost storage: not voting until repaired from its peers.
+                "recover"
+            } else {
+                "follower"
+            };
             println!(
                 "{:<6} {:<8} {:<8} {:<10} {:<10} {:<10} {endpoint}",
                 value["node"].to_string(),
