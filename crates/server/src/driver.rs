@@ -178,10 +178,15 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn persist_and_release(&mut self, mut ready: Ready<S::Command, S::Output>) {
+        // Decisions alone are written now and synced with the next vote: the cluster keeps
+        // them (see `Ready::release_written`), and the commit path saves an fsync.
+        let decisions_only = !ready.holds_votes() && ready.checkpoint.is_none() && !ready.repaired;
         if !ready.persist.is_empty() {
             if let Err(error) = self.wal.append(&ready.persist) {
                 fatal(&format!("write-ahead log append failed: {error}"));
             }
+        }
+        if !ready.persist.is_empty() && !decisions_only {
             if let Err(error) = self.wal.sync() {
                 // Never retry an fsync and carry on: the kernel may have dropped the pages
                 // (the "fsyncgate" lesson). Stop; recovery will tell what survived.
@@ -211,7 +216,11 @@ impl<S: StateMachine> Driver<S> {
         }
         self.was_recovering = recovering;
         let lsn = ready.persist_lsn;
-        let (messages, outputs) = ready.release(Persisted::through(lsn));
+        let (messages, outputs) = if decisions_only {
+            ready.release_written(Persisted::through(lsn))
+        } else {
+            ready.release(Persisted::through(lsn))
+        };
         for envelope in messages {
             self.outbound.send(envelope.to, &envelope.message);
         }
