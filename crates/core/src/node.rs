@@ -6,9 +6,10 @@
 //! within the same input, so their records land in the same `Ready` as everything they
 //! enable: nothing escapes before it is durable.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::acceptor::Acceptor;
@@ -118,9 +119,18 @@ pub struct Node<S: StateMachine> {
     checkpoint_pending: Option<Snapshot>,
     checkpoint_slot_out: Slot,
     /// The newest snapshot, served to lagging peers; and one being received.
-    served: Option<Served>,
+    served: Option<Arc<Served>>,
+    /// The snapshot each peer's transfer began with and when it last asked, so that a
+    /// transfer sees one snapshot from its first chunk to its last even while we
+    /// checkpoint again (at most one per peer; idle ones expire, see `transfer_tick`).
+    pinned: BTreeMap<NodeId, (Arc<Served>, Time)>,
     transfer: Option<Transfer>,
     snapshots_installed: u64,
+    /// Heartbeat rounds go on the wire offset by this number, drawn at every start: the
+    /// election numbers rounds from 0 in each incarnation, and a reply to a round of an
+    /// earlier one (delayed in the network) must never pass for a reply to ours.
+    /// Recovery counts only reports made since the restart (`recovery`).
+    round_base: u64,
 }
 
 /// A lease this node granted (C6). `holder: None` refuses everyone: after a restart the
@@ -152,7 +162,7 @@ impl<S: StateMachine> Node<S> {
                 // The checkpoint passed its checksum, so this is a bug, not a fault.
                 panic!("checkpoint through slot {} does not restore: {error}", snapshot.last_slot);
             }
-            Served::new(snapshot)
+            Arc::new(Served::new(snapshot))
         });
         for (slot, entry) in durable.log {
             match entry {
@@ -176,13 +186,15 @@ impl<S: StateMachine> Node<S> {
             durable.promised,
             now,
         );
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let round_base = rng.gen();
         Node {
             id,
             leader: Leader::new(options.requests_pending_max),
             requester: Requester::new(options.requests_pending_max),
             configuration,
             bugs: PlantedBugs::default(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             acceptor,
             replica,
             election,
@@ -206,8 +218,10 @@ impl<S: StateMachine> Node<S> {
             checkpoint_pending: None,
             checkpoint_slot_out: served.as_ref().map_or(0, |s| s.last_slot + 1),
             served,
+            pinned: BTreeMap::new(),
             transfer: None,
             snapshots_installed: 0,
+            round_base,
             options,
         }
     }
@@ -434,9 +448,11 @@ impl<S: StateMachine> Node<S> {
                 self.send(from, Message::HeartbeatReply { round, status });
             }
             Message::HeartbeatReply { round, status } => {
+                // Back to the election's numbering (see `round_base`).
+                let round = round.wrapping_sub(self.round_base);
                 self.election.on_reply(now, from, round, status);
                 self.count_lease_vote(from, round, &status);
-                self.on_recovery_report(from, &status);
+                self.on_recovery_report(from, round, &status);
                 self.maybe_catch_up(now, from, status.decided_upto);
             }
             Message::Forward { commands } => {
@@ -464,7 +480,7 @@ impl<S: StateMachine> Node<S> {
             Message::SnapshotNeeded { compacted_upto, .. } => {
                 self.on_snapshot_needed(now, from, compacted_upto)
             }
-            Message::SnapshotRequest { offset } => self.on_snapshot_request(from, offset),
+            Message::SnapshotRequest { offset } => self.on_snapshot_request(now, from, offset),
             Message::SnapshotChunk { last_slot, total_bytes, checksum, offset, bytes } => {
                 self.on_snapshot_chunk(now, from, last_slot, total_bytes, checksum, offset, &bytes)
             }
@@ -624,8 +640,9 @@ impl<S: StateMachine> Node<S> {
         if self.election.leader() != leader_before {
             self.requester.reset(); // A new leader: hand it every pending command now.
         }
+        let wire_round = round.wrapping_add(self.round_base);
         for peer in self.election.peers().to_vec() {
-            self.send(peer, Message::HeartbeatRequest { round });
+            self.send(peer, Message::HeartbeatRequest { round: wire_round });
         }
     }
 

@@ -135,7 +135,15 @@ impl Transfer {
             self.last_slot != last_slot || self.total_bytes != total_bytes || self.checksum != checksum;
         if fresh {
             if offset != 0 {
-                return ChunkOutcome::Ignored; // Ask again from 0 on the next retransmission.
+                // The sender checkpointed meanwhile and serves only its newest snapshot:
+                // what we hold belongs to one it no longer has. Start over from 0 now;
+                // asking again at our offset would be answered from the new snapshot
+                // forever, until the transfer stalled out.
+                self.last_slot = last_slot;
+                self.total_bytes = total_bytes;
+                self.checksum = checksum;
+                self.bytes.clear();
+                return ChunkOutcome::More(0);
             }
             self.last_slot = last_slot;
             self.total_bytes = total_bytes;
@@ -211,6 +219,26 @@ mod tests {
         bad[500] ^= 0x10;
         let outcome = transfer.on_chunk(NodeId(2), 41, total, served.checksum, 0, &bad, 1 << 20, Time(0));
         assert!(matches!(outcome, ChunkOutcome::Broken(_)));
+    }
+
+    #[test]
+    fn a_chunk_of_a_newer_snapshot_mid_transfer_starts_over_from_zero() {
+        let old = served();
+        let mut transfer = Transfer::new(NodeId(2), Time(0));
+        let total = old.bytes.len() as u64;
+        let first = old.chunk(0, 64).unwrap();
+        assert_eq!(
+            transfer.on_chunk(NodeId(2), 41, total, old.checksum, 0, first, 1 << 20, Time(0)),
+            ChunkOutcome::More(64)
+        );
+        // The sender checkpointed: our request at offset 64 is answered from its new snapshot.
+        let new = Served::new(&Snapshot { last_slot: 57, state: vec![9; 900], sessions: vec![] });
+        let chunk = new.chunk(64, 64).unwrap();
+        let total = new.bytes.len() as u64;
+        let outcome = transfer.on_chunk(NodeId(2), 57, total, new.checksum, 64, chunk, 1 << 20, Time(0));
+        assert_eq!(outcome, ChunkOutcome::More(0), "ask the new snapshot from its start");
+        assert_eq!(pull(&new, &mut transfer, 64), ChunkOutcome::Complete);
+        assert_eq!(Snapshot::decode(&transfer.bytes).unwrap().last_slot, 57);
     }
 
     #[test]

@@ -1,35 +1,116 @@
-//! A simulated disk: records become durable only after an fsync latency.
+//! A simulated disk: records become durable only after an fsync latency, and durable
+//! data can still be damaged.
 //!
-//! Writes queue in FIFO order and complete in that order (one fsync covers every batch
-//! written before it finished: group commit). A crash keeps what was synced and loses the
-//! rest, whole batches at a time, which is exactly what the core's storage contract allows
-//! ("a crash may lose a whole batch that was not yet durable, never half of it out of
-//! order").
+//! The model follows `synod-storage`'s files (see its crate docs), at the level of
+//! records rather than bytes:
+//!
+//! - **The log** is a list of records in segments of `segment_records` records. Writes
+//!   queue in FIFO order and complete in that order (one fsync covers every batch written
+//!   before it finished: group commit).
+//! - **Checkpoints.** A `Ready::checkpoint` is written after its batch's records and is
+//!   durable at the same fsync. Then the log is compacted: it restarts as one *base
+//!   batch* that restates the promise and every accepted or decided entry above the
+//!   checkpoint, as the storage's compaction does.
+//! - **The damage marker** (the storage's `DAMAGED` file) is set by a fault and cleared
+//!   only when the fsync of the `Ready` that carries `repaired` returns.
+//!
+//! Faults, and what recovery makes of them:
+//!
+//! - **crash**: unsynced batches are lost. With torn writes on, a random prefix of the
+//!   unsynced records survives, in order, and a checkpoint survives only whole and only
+//!   after all its batch's records. None of it was acknowledged, so this is never damage.
+//! - **bit flip or unreadable sector** in the synced log: the damaged record and the
+//!   rest of its segment are unreadable; later segments are read. Damage.
+//! - **bad or missing checkpoint**: the snapshot is gone and so is the log below it
+//!   (compacted); the base batch and what follows survive. Damage.
+//! - **disk lost** (a replaced disk, started with the rejoin flag): nothing survives but
+//!   the marker. Damage.
+//!
+//! A disk fault strikes only a node that is down (see `World::strike_disk`).
 
 use std::collections::VecDeque;
 
-use synod_core::{DurableState, Record};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use synod_core::{DurableState, LogEntry, PValue, Record, Snapshot};
+
+/// One `Ready`'s disk work, waiting for its fsync.
+struct Batch<C> {
+    /// The disk's own sequence number for this batch (a `Ready` with a checkpoint but no
+    /// records has no log sequence number of its own, yet it needs its own fsync).
+    ticket: u64,
+    /// The core's `persist_lsn` of the batch.
+    lsn: u64,
+    records: Vec<Record<C>>,
+    checkpoint: Option<Snapshot>,
+    repaired: bool,
+}
+
+/// What an fsync made durable, for the run's counters.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Synced {
+    pub checkpoints: u64,
+    /// The damage marker was cleared.
+    pub repaired: bool,
+}
+
+/// What a crash did to the unsynced batches.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CrashLoss {
+    /// Records lost.
+    pub lost: u64,
+    /// Records that survived a torn write (written, never acknowledged).
+    pub kept: u64,
+}
+
+/// A fault on the durable files of a node that is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DiskFault {
+    /// A bit flip or an unreadable sector in the log: the record and the rest of its
+    /// segment are lost.
+    LogDamage,
+    /// The newest checkpoint fails its checksum or is missing.
+    CheckpointLost,
+    /// The whole disk is gone.
+    DiskLost,
+}
+
+impl DiskFault {
+    pub(crate) const ALL: [DiskFault; 3] =
+        [DiskFault::LogDamage, DiskFault::CheckpointLost, DiskFault::DiskLost];
+}
 
 pub(crate) struct Disk<C> {
-    /// What survives a crash.
-    durable: DurableState<C>,
+    /// Durable: the newest checkpoint, the log since the last compaction (its base batch
+    /// first), and the damage marker.
+    checkpoint: Option<Snapshot>,
+    log: Vec<Record<C>>,
+    damaged: bool,
+    /// Records per log segment: a damaged record takes the rest of its segment with it.
+    segment_records: usize,
     /// The last log sequence number synced in this incarnation of the node.
     synced_lsn: u64,
-    /// The last log sequence number written (synced or not) in this incarnation.
-    written_lsn: u64,
-    /// Written, not yet synced: (lsn of the batch's last record, records).
-    pending: VecDeque<(u64, Vec<Record<C>>)>,
+    /// The last batch ticket written, and synced, in this incarnation.
+    written_ticket: u64,
+    synced_ticket: u64,
+    /// Written, not yet synced, in order.
+    pending: VecDeque<Batch<C>>,
     /// When the last queued fsync completes, in global microseconds (FIFO: a later write
     /// never completes before an earlier one).
     last_completion_us: u64,
 }
 
-impl<C: Clone> Disk<C> {
-    pub(crate) fn new() -> Disk<C> {
+impl<C: Clone + PartialEq> Disk<C> {
+    pub(crate) fn new(segment_records: usize) -> Disk<C> {
+        assert!(segment_records > 0, "a segment holds at least one record");
         Disk {
-            durable: DurableState::default(),
+            checkpoint: None,
+            log: Vec::new(),
+            damaged: false,
+            segment_records,
             synced_lsn: 0,
-            written_lsn: 0,
+            written_ticket: 0,
+            synced_ticket: 0,
             pending: VecDeque::new(),
             last_completion_us: 0,
         }
@@ -39,54 +120,184 @@ impl<C: Clone> Disk<C> {
         self.synced_lsn
     }
 
-    /// Queues a batch ending at `lsn`; returns when its fsync completes.
-    pub(crate) fn write(&mut self, records: Vec<Record<C>>, lsn: u64, now_us: u64, latency_us: u64) -> u64 {
-        assert!(!records.is_empty(), "an empty batch needs no fsync");
+    pub(crate) fn synced_ticket(&self) -> u64 {
+        self.synced_ticket
+    }
+
+    /// The damage marker is set: the node must recover from its peers before it votes.
+    pub(crate) fn damaged(&self) -> bool {
+        self.damaged
+    }
+
+    /// Writes one `Ready`'s records (ending at `lsn`), checkpoint and repair marker, not
+    /// yet durable. Returns the batch's ticket.
+    pub(crate) fn write(
+        &mut self,
+        records: Vec<Record<C>>,
+        lsn: u64,
+        checkpoint: Option<Snapshot>,
+        repaired: bool,
+    ) -> u64 {
         assert!(
-            lsn > self.written_lsn,
-            "log sequence numbers must grow: batch through {lsn} after {}",
-            self.written_lsn
+            !records.is_empty() || checkpoint.is_some() || repaired,
+            "a batch without disk work needs no write"
         );
-        self.written_lsn = lsn;
-        self.pending.push_back((lsn, records));
+        let last_lsn = self.pending.back().map_or(self.synced_lsn, |b| b.lsn);
+        assert_eq!(
+            lsn,
+            last_lsn + records.len() as u64,
+            "log sequence numbers count the records: {} records through {lsn} after {last_lsn}",
+            records.len()
+        );
+        self.written_ticket += 1;
+        self.pending.push_back(Batch { ticket: self.written_ticket, lsn, records, checkpoint, repaired });
+        self.written_ticket
+    }
+
+    /// Starts an fsync of everything written so far; returns when it completes (FIFO: a
+    /// later fsync never completes before an earlier one).
+    pub(crate) fn fsync(&mut self, now_us: u64, latency_us: u64) -> u64 {
         self.last_completion_us = self.last_completion_us.max(now_us + latency_us);
         self.last_completion_us
     }
 
-    /// The fsync that covers every batch through `lsn` returned.
-    pub(crate) fn sync_through(&mut self, lsn: u64) {
-        while let Some((batch_lsn, _)) = self.pending.front() {
-            if *batch_lsn > lsn {
+    /// The fsync that covers every batch through `ticket` returned.
+    pub(crate) fn sync_through(&mut self, ticket: u64) -> Synced {
+        let mut synced = Synced::default();
+        while self.pending.front().is_some_and(|batch| batch.ticket <= ticket) {
+            let batch = self.pending.pop_front().expect("checked above");
+            self.log.extend(batch.records);
+            if let Some(checkpoint) = batch.checkpoint {
+                synced.checkpoints += u64::from(self.install_checkpoint(checkpoint));
+            }
+            if batch.repaired {
+                // The `Ready` that ends recovery is durable: a restart votes at once.
+                synced.repaired |= self.damaged;
+                self.damaged = false;
+            }
+            self.synced_lsn = batch.lsn;
+            self.synced_ticket = batch.ticket;
+        }
+        synced
+    }
+
+    /// The process crashed: unsynced batches are gone, except, with `torn` given, a
+    /// random prefix of their records (and whole checkpoints within that prefix), as a
+    /// crash in the middle of writing leaves them. The repair marker is never cleared by
+    /// a torn write: a driver clears it only after the fsync returned.
+    pub(crate) fn crash(&mut self, torn: Option<&mut ChaCha8Rng>) -> CrashLoss {
+        let total: u64 = self.pending.iter().map(|b| b.records.len() as u64).sum();
+        let mut keep = match torn {
+            Some(rng) if total > 0 => rng.gen_range(0..=total),
+            _ => 0,
+        };
+        let kept = keep;
+        for batch in std::mem::take(&mut self.pending) {
+            if keep == 0 {
                 break;
             }
-            let (batch_lsn, records) = self.pending.pop_front().expect("checked above");
-            for record in &records {
-                self.durable.apply(record);
+            let whole = keep >= batch.records.len() as u64;
+            let take = keep.min(batch.records.len() as u64);
+            keep -= take;
+            self.log.extend(batch.records.into_iter().take(take as usize));
+            if let Some(checkpoint) = batch.checkpoint.filter(|_| whole) {
+                self.install_checkpoint(checkpoint);
             }
-            self.synced_lsn = batch_lsn;
         }
+        CrashLoss { lost: total - kept, kept }
     }
 
-    /// The process crashed: unsynced batches are gone. Returns how many records were lost.
-    pub(crate) fn crash(&mut self) -> u64 {
-        let lost = self.pending.iter().map(|(_, records)| records.len() as u64).sum();
-        self.pending.clear();
-        lost
+    /// A fault on the durable files (the node is down). Returns false if the fault has
+    /// nothing to strike (an empty log, no checkpoint); the disk is unchanged then.
+    pub(crate) fn strike(&mut self, fault: DiskFault, rng: &mut ChaCha8Rng) -> bool {
+        assert!(self.pending.is_empty(), "disk faults strike only a node that is down");
+        match fault {
+            DiskFault::LogDamage => {
+                if self.log.is_empty() {
+                    return false;
+                }
+                let bad = rng.gen_range(0..self.log.len());
+                let segment_end = (bad / self.segment_records + 1) * self.segment_records;
+                self.log.drain(bad..segment_end.min(self.log.len()));
+            }
+            DiskFault::CheckpointLost => {
+                if self.checkpoint.take().is_none() {
+                    return false;
+                }
+            }
+            DiskFault::DiskLost => {
+                self.checkpoint = None;
+                self.log.clear();
+            }
+        }
+        // Recovery notices every one of these (a bad checksum with valid frames after
+        // it, a gap in the lsns, a missing checkpoint, or the operator's rejoin flag).
+        self.damaged = true;
+        true
     }
 
-    /// The process restarts: it reads back the durable state, and numbers its records
-    /// from 1 again.
-    pub(crate) fn recover(&mut self) -> DurableState<C> {
+    /// For the planted `vote-while-recovering` bug only: a driver that ignores the damage
+    /// marker and clears it at once.
+    pub(crate) fn ignore_damage(&mut self) {
+        self.damaged = false;
+    }
+
+    /// The process restarts: it reads back the durable state and whether it is damaged,
+    /// and numbers its records from 1 again.
+    pub(crate) fn recover(&mut self) -> (DurableState<C>, bool) {
         assert!(self.pending.is_empty(), "recover only after a crash");
         self.synced_lsn = 0;
-        self.written_lsn = 0;
-        self.durable.clone()
+        self.written_ticket = 0;
+        self.synced_ticket = 0;
+        (self.replay(), self.damaged)
     }
+
+    /// What recovery reads: the checkpoint, then the log replayed in order.
+    fn replay(&self) -> DurableState<C> {
+        let mut state = DurableState { snapshot: self.checkpoint.clone(), ..DurableState::default() };
+        for record in &self.log {
+            state.apply(record);
+        }
+        state
+    }
+
+    /// A checkpoint became durable: compact the log into a base batch above it. Returns
+    /// false for a checkpoint no newer than the one held.
+    fn install_checkpoint(&mut self, checkpoint: Snapshot) -> bool {
+        if self.checkpoint.as_ref().is_some_and(|held| held.last_slot >= checkpoint.last_slot) {
+            return false;
+        }
+        // The log folded without the old checkpoint: whatever that one would hide is at
+        // or below the new one, and goes with the compaction.
+        let mut state = DurableState::default();
+        for record in &self.log {
+            state.apply(record);
+        }
+        state.log = state.log.split_off(&checkpoint.slot_out());
+        self.log = base_batch(&state);
+        self.checkpoint = Some(checkpoint);
+        true
+    }
+}
+
+/// The records that restate `state` above its checkpoint: the promise and every accepted
+/// or decided entry (what a promise or a vote may still depend on).
+fn base_batch<C: Clone>(state: &DurableState<C>) -> Vec<Record<C>> {
+    let promise =
+        (state.promised > synod_core::Ballot::ZERO).then_some(Record::Promised { ballot: state.promised });
+    let entries = state.log.iter().map(|(&slot, entry)| match entry {
+        LogEntry::Accepted { ballot, value } => {
+            Record::Accepted { pvalue: PValue { ballot: *ballot, slot, value: value.clone() } }
+        }
+        LogEntry::Decided(value) => Record::Decided { slot, value: value.clone() },
+    });
+    promise.into_iter().chain(entries).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use synod_core::{Ballot, NodeId};
+    use rand::SeedableRng;
+    use synod_core::{Ballot, NodeId, Value};
 
     use super::*;
 
@@ -94,17 +305,87 @@ mod tests {
         Record::Promised { ballot: Ballot { round, leader: NodeId(1) } }
     }
 
+    fn decided(slot: u64) -> Record<u8> {
+        Record::Decided { slot, value: Value::Noop }
+    }
+
+    fn checkpoint(last_slot: u64) -> Snapshot {
+        Snapshot { last_slot, state: vec![1, 2, 3], sessions: vec![] }
+    }
+
     #[test]
     fn fsyncs_complete_in_order_and_a_crash_loses_only_unsynced_batches() {
-        let mut disk = Disk::<u8>::new();
-        let first = disk.write(vec![promise(1)], 1, 0, 500);
-        let second = disk.write(vec![promise(2)], 2, 10, 100);
-        assert_eq!(first, 500);
-        assert_eq!(second, 500, "a later write never completes before an earlier one");
-        disk.sync_through(1);
+        let mut disk = Disk::<u8>::new(8);
+        let first = disk.write(vec![promise(1)], 1, None, false);
+        let first_at = disk.fsync(0, 500);
+        disk.write(vec![promise(2)], 2, None, false);
+        let second_at = disk.fsync(10, 100);
+        assert_eq!(first_at, 500);
+        assert_eq!(second_at, 500, "a later write never completes before an earlier one");
+        disk.sync_through(first);
         assert_eq!(disk.synced_lsn(), 1);
-        assert_eq!(disk.crash(), 1);
-        let recovered = disk.recover();
+        assert_eq!(disk.crash(None), CrashLoss { lost: 1, kept: 0 });
+        let (recovered, damaged) = disk.recover();
         assert_eq!(recovered.promised, Ballot { round: 1, leader: NodeId(1) });
+        assert!(!damaged, "a crash alone is no damage");
+    }
+
+    #[test]
+    fn a_checkpoint_is_durable_with_its_batch_and_compacts_the_log() {
+        let mut disk = Disk::<u8>::new(8);
+        let ticket = disk.write(vec![promise(3), decided(0), decided(1), decided(2)], 4, None, false);
+        disk.sync_through(ticket);
+        // A checkpoint with no records of its own still gets a batch and an fsync.
+        let ticket = disk.write(vec![], 4, Some(checkpoint(1)), false);
+        assert_eq!(disk.synced_lsn(), 4);
+        assert_eq!(disk.sync_through(ticket), Synced { checkpoints: 1, repaired: false });
+        assert_eq!(disk.log, vec![promise(3), decided(2)], "the base batch restates what is above");
+        let (recovered, _) = disk.recover();
+        assert_eq!(recovered.snapshot.map(|s| s.last_slot), Some(1));
+        assert_eq!(recovered.log.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(recovered.promised.round, 3);
+    }
+
+    #[test]
+    fn a_torn_write_keeps_a_prefix_and_a_checkpoint_only_whole() {
+        for seed in 0..50 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut disk = Disk::<u8>::new(8);
+            disk.write(vec![decided(0), decided(1)], 2, Some(checkpoint(1)), false);
+            disk.write(vec![decided(2), decided(3)], 4, None, true);
+            let loss = disk.crash(Some(&mut rng));
+            assert_eq!(loss.lost + loss.kept, 4);
+            let (recovered, damaged) = disk.recover();
+            assert!(!damaged, "a torn write was never acknowledged: no damage");
+            let kept = recovered.log.len() as u64 + recovered.snapshot.as_ref().map_or(0, |s| s.slot_out());
+            assert_eq!(kept, loss.kept, "seed {seed}: a prefix, in order");
+            if recovered.snapshot.is_some() {
+                assert!(loss.kept >= 2, "seed {seed}: the checkpoint only after its records");
+            }
+        }
+    }
+
+    #[test]
+    fn damage_sets_the_marker_until_the_repaired_batch_is_synced() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut disk = Disk::<u8>::new(2);
+        let records: Vec<_> = (0..6).map(decided).collect();
+        let ticket = disk.write(records, 6, None, false);
+        disk.sync_through(ticket);
+        assert!(disk.strike(DiskFault::LogDamage, &mut rng));
+        let (recovered, damaged) = disk.recover();
+        assert!(damaged);
+        let lost = 6 - recovered.log.len();
+        assert!((1..=2).contains(&lost), "one record and the rest of its two-record segment");
+        assert!(!disk.strike(DiskFault::CheckpointLost, &mut rng), "no checkpoint to lose");
+        disk.write(vec![], 0, None, true);
+        assert_eq!(disk.crash(None), CrashLoss::default());
+        assert!(disk.recover().1, "a crash before the repaired batch is durable keeps the marker");
+        let ticket = disk.write(vec![], 0, None, true);
+        assert_eq!(disk.sync_through(ticket), Synced { checkpoints: 0, repaired: true });
+        assert!(!disk.damaged());
+        assert!(disk.strike(DiskFault::DiskLost, &mut rng));
+        let (recovered, damaged) = disk.recover();
+        assert!(damaged && recovered == DurableState::default());
     }
 }

@@ -4,7 +4,8 @@
 //! after **every** input it takes the node's `Ready`, writes the records to the node's
 //! disk, and releases the messages and outputs only once the disk says those records
 //! are synced. Readies are released in order, so a message never overtakes the records of
-//! an earlier input either. The planted `skip-persist` bug breaks exactly this.
+//! an earlier input either. A `Ready`'s checkpoint is durable with its records, at the
+//! same fsync. The planted `skip-fsync-before-ack` bug breaks exactly this.
 
 use rand::Rng;
 use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persisted, Record, Status};
@@ -12,7 +13,7 @@ use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persist
 use crate::clients::ClientAction;
 use crate::trace::{describe_message, kind};
 use crate::workload::{Cmd, Out, Workload};
-use crate::world::{Ev, Phase, World};
+use crate::world::{Ev, Phase, Release, World};
 use crate::{Bug, Outcome};
 
 impl<W: Workload> World<W> {
@@ -83,16 +84,24 @@ impl<W: Workload> World<W> {
         }
     }
 
-    /// Takes the node's `Ready` after an input: records to disk, then (once synced)
-    /// messages and outputs out.
+    /// Takes the node's `Ready` after an input: records (and checkpoint) to disk, then
+    /// (once synced) messages and outputs out.
     pub(crate) fn after_input(&mut self, i: usize) {
         let now = self.now_us;
         let slot = &mut self.nodes[i];
         let node = slot.node.as_mut().expect("inputs go to live nodes");
         let mut ready = node.take_ready();
-        let is_leader = node.status().is_leader;
-        let became_leader = is_leader && !slot.was_leader;
-        slot.was_leader = is_leader;
+        let status = node.status();
+        let became_leader = status.is_leader && !slot.was_leader;
+        slot.was_leader = status.is_leader;
+        let installed = status.snapshots_installed - slot.snapshots_seen;
+        slot.snapshots_seen = status.snapshots_installed;
+        self.faults.snapshots_installed += installed;
+        if installed > 0 {
+            self.trace_line(|| {
+                format!("n{} installed a snapshot from a peer: applied {}", i + 1, status.applied_upto)
+            });
+        }
         if became_leader {
             self.elections.push((now, i));
             self.trace_line(|| format!("n{} becomes the active leader", i + 1));
@@ -104,52 +113,95 @@ impl<W: Workload> World<W> {
                 }
             }
         }
-        let records = std::mem::take(&mut ready.persist);
-        // A vote (a promise or an accepted value) is what a crash must not take back
-        // once it was sent: the armed crash waits for one.
-        let votes = records.iter().any(|r| !matches!(r, Record::Decided { .. }));
-        if !records.is_empty() {
+        // The records stay in the `Ready` until it is written: `holds_votes` reads them.
+        let votes = ready.holds_votes();
+        let checkpoint = ready.checkpoint.take();
+        // Decisions alone are written and released without waiting for their fsync, as
+        // the server does (`Ready::release_written`); the next fsync covers them.
+        let decisions_only = !ready.persist.is_empty() && !votes && checkpoint.is_none() && !ready.repaired;
+        let no_disk_work = ready.persist.is_empty() && checkpoint.is_none() && !ready.repaired;
+        // Every `Ready` is released in input order (the waiting queue is FIFO); one with
+        // votes, a checkpoint or a repair also waits for its own fsync.
+        let release = if no_disk_work {
+            Release { synced_ticket: None }
+        } else {
+            let records = std::mem::take(&mut ready.persist);
             let count = records.len();
-            let latency = self.rng_disk.gen_range(self.params.fsync_min_us..=self.params.fsync_max_us);
+            let what = match (&checkpoint, ready.repaired) {
+                (Some(c), true) => format!(" + checkpoint through slot {} + repaired", c.last_slot),
+                (Some(c), false) => format!(" + checkpoint through slot {}", c.last_slot),
+                (None, true) => " + repaired".to_string(),
+                (None, false) => String::new(),
+            };
             let slot = &mut self.nodes[i];
-            let done_at = slot.disk.write(records, ready.persist_lsn, now, latency);
+            let ticket = slot.disk.write(records, ready.persist_lsn, checkpoint, ready.repaired);
             let incarnation = slot.incarnation;
-            self.push(done_at, Ev::Fsync { node: i, incarnation, lsn: ready.persist_lsn });
-            self.trace_line(|| {
-                format!(
-                    "n{} writes {count} records through lsn {}, synced at {:.3}ms",
-                    i + 1,
-                    ready.persist_lsn,
-                    done_at as f64 / 1e3
-                )
-            });
-            if votes {
-                if let Some(down_us) = self.nodes[i].crash_trap_us.take() {
-                    self.push(now, Ev::CrashNow { node: i, incarnation, down_us });
+            if decisions_only {
+                self.trace_line(|| {
+                    format!(
+                        "n{} writes {count} decisions through lsn {}, synced with the next fsync",
+                        i + 1,
+                        ready.persist_lsn
+                    )
+                });
+                Release { synced_ticket: None }
+            } else {
+                let latency = self.rng_disk.gen_range(self.params.fsync_min_us..=self.params.fsync_max_us);
+                let done_at = self.nodes[i].disk.fsync(now, latency);
+                self.push(done_at, Ev::Fsync { node: i, incarnation, ticket });
+                self.trace_line(|| {
+                    format!(
+                        "n{} writes {count} records through lsn {}{what}, synced at {:.3}ms",
+                        i + 1,
+                        ready.persist_lsn,
+                        done_at as f64 / 1e3
+                    )
+                });
+                if votes {
+                    if let Some(down_us) = self.nodes[i].crash_trap_us.take() {
+                        // Inside the fsync window (the vote dies with the process, unsent),
+                        // or right after the fsync returned and the vote left: then only a
+                        // disk fault can take it back, and recovery must make up for it.
+                        let after_release = self.rng_storage.gen_bool(self.params.crash_after_release);
+                        let at = if after_release { done_at } else { now };
+                        self.push(at, Ev::CrashNow { node: i, incarnation, down_us });
+                    }
                 }
+                Release { synced_ticket: Some(ticket) }
             }
-        }
-        if self.bug == Some(Bug::SkipPersist) {
-            // The planted bug: send before the records are durable.
+        };
+        if self.bug == Some(Bug::SkipFsyncBeforeAck) {
+            // The planted bug: acknowledge before the write is synced.
             let (messages, outputs) = ready.release_unpersisted();
             self.dispatch(i, messages, outputs);
         } else {
-            self.nodes[i].waiting.push_back(ready);
+            self.nodes[i].waiting.push_back((release, ready));
             self.release_synced(i);
         }
     }
 
-    /// Releases, in order, every waiting `Ready` whose records are synced.
+    /// Releases, in order, every waiting `Ready` whose batch is synced, or that needs no
+    /// fsync of its own (decisions only, or nothing to write).
     pub(crate) fn release_synced(&mut self, i: usize) {
         loop {
             let slot = &mut self.nodes[i];
-            let synced = slot.disk.synced_lsn();
             match slot.waiting.front() {
-                Some(ready) if ready.persist_lsn <= synced => {}
-                _ => return,
+                Some((Release { synced_ticket: Some(ticket) }, _)) if *ticket > slot.disk.synced_ticket() => {
+                    return
+                }
+                Some(_) => {}
+                None => return,
             }
-            let ready = slot.waiting.pop_front().expect("peeked");
-            let (messages, outputs) = ready.release(Persisted::through(synced));
+            let (release, ready) = slot.waiting.pop_front().expect("peeked");
+            let (messages, outputs) = match release.synced_ticket {
+                Some(_) => ready.release(Persisted::through(slot.disk.synced_lsn())),
+                // Everything before it was released, so every earlier vote is synced; what
+                // this one adds (if anything) is decisions, written.
+                None => {
+                    let written = ready.persist_lsn;
+                    ready.release_written(Persisted::through(written))
+                }
+            };
             self.dispatch(i, messages, outputs);
             self.answer_lease_reads(i);
         }
@@ -245,9 +297,11 @@ impl<W: Workload> World<W> {
         }
     }
 
-    /// Starts (or restarts) node `i` from its disk's durable state.
+    /// Starts (or restarts) node `i` from its disk's durable state. A damaged disk (the
+    /// marker is set) boots into recovery from the peers: the node may not vote until it
+    /// has repaired (`synod_core::recovery`).
     pub(crate) fn boot(&mut self, i: usize) {
-        let durable = self.nodes[i].disk.recover();
+        let (durable, damaged) = self.nodes[i].disk.recover();
         let local = self.local_now(i);
         let state_machine = self.clients.workload.state_machine();
         let seed = self.node_seed(i);
@@ -261,9 +315,21 @@ impl<W: Workload> World<W> {
             local,
         );
         node.plant_bugs(self.bugs());
+        if damaged {
+            self.faults.damaged_boots += 1;
+            if self.bug == Some(Bug::VoteWhileRecovering) {
+                // The planted bug: the driver ignores the damage and clears the marker.
+                self.nodes[i].disk.ignore_damage();
+                self.trace_line(|| format!("n{} boots damaged and votes at once (planted bug)", i + 1));
+            } else {
+                self.trace_line(|| format!("n{} boots damaged: recovers from its peers", i + 1));
+                node.recover_from_peers();
+            }
+        }
         let slot = &mut self.nodes[i];
         slot.node = Some(node);
         slot.timer_at_us = None;
+        slot.snapshots_seen = 0;
         self.after_input(i);
         self.arm_timer(i);
     }

@@ -8,6 +8,7 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use synod_core::Options;
 
 use crate::network::{LinkParams, Partition};
 use crate::{SimOptions, WorkloadKind};
@@ -32,6 +33,10 @@ pub(crate) mod stream {
     pub const WORKLOAD: u64 = 6;
     pub const NODE: u64 = 7;
     pub const CLOCK: u64 = 8;
+    /// The storage parameters of `SwarmParams` (drawn apart so that the older draws keep
+    /// their values), and the storage faults of the run.
+    pub const STORAGE_PARAMS: u64 = 9;
+    pub const STORAGE: u64 = 10;
 }
 
 pub(crate) fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -92,6 +97,21 @@ pub struct SwarmParams {
     pub give_up_us: u64,
     /// Client to node latency (clients run beside the nodes).
     pub client_latency_max_us: u64,
+    /// Checkpoints and state transfer: small values, so that compaction and chunked
+    /// snapshot transfers happen all the time (`Options` of the same names).
+    pub checkpoint_every_slots: u64,
+    pub catchup_retain_slots: u64,
+    pub snapshot_chunk_bytes: usize,
+    /// Records per simulated log segment (a damaged record takes the rest of its segment).
+    pub segment_records: usize,
+    /// A crash keeps a random prefix of the unsynced records (see `disk`).
+    pub torn_writes: bool,
+    /// Probability that an armed crash (see `crash_in_fsync_window`, pivots) strikes
+    /// right after the node's vote left rather than inside its fsync window.
+    pub crash_after_release: f64,
+    /// Probability that a disk fault strikes a crashed node before it restarts (during
+    /// the fault phase, and only while no other node is damaged: see `World::restart`).
+    pub disk_fault: f64,
 }
 
 /// Log-uniform in `[lo, hi]`: as many small values as large ones per decade.
@@ -162,6 +182,32 @@ impl SwarmParams {
         let client_timeout_us = rng.gen_range(300_000..=1_500_000);
         let give_up_us = client_timeout_us * rng.gen_range(2..=6);
         let client_latency_max_us = rng.gen_range(10..=500);
+
+        // Storage, from a stream of its own (the draws above keep their values).
+        let mut storage_rng = rng_for(seed, stream::STORAGE_PARAMS);
+        let rng = &mut storage_rng;
+        let checkpoint_every_slots = if rng.gen_bool(0.1) { 0 } else { rng.gen_range(8..=64) };
+        let catchup_retain_slots = rng.gen_range(0..=32);
+        let snapshot_chunk_bytes = log_uniform(rng, 32.0, 4096.0) as usize;
+        let segment_records = rng.gen_range(4..=64);
+        let torn_writes = enabled(rng, 0.5);
+        // The planted vote-while-recovering bug needs damaged nodes: every restart of the
+        // hunt risks one.
+        let disk_fault = if options.bug == Some(crate::Bug::VoteWhileRecovering) {
+            rng.gen_range(0.5..=1.0)
+        } else if enabled(rng, 0.5) {
+            rng.gen_range(0.05..0.5)
+        } else {
+            0.0
+        };
+        // A crash right after a vote left tests recovery (only a disk fault can take the
+        // vote back); inside the fsync window it tests persist-before-send. Each hunt
+        // gets the one its bug needs.
+        let crash_after_release = match options.bug {
+            Some(crate::Bug::VoteWhileRecovering) => 1.0,
+            Some(_) => 0.0,
+            None => rng.gen_range(0.0..0.5),
+        };
         SwarmParams {
             nodes,
             workload,
@@ -182,6 +228,13 @@ impl SwarmParams {
             client_timeout_us,
             give_up_us,
             client_latency_max_us,
+            checkpoint_every_slots,
+            catchup_retain_slots,
+            snapshot_chunk_bytes,
+            segment_records,
+            torn_writes,
+            crash_after_release,
+            disk_fault,
         }
     }
 
@@ -207,6 +260,13 @@ impl SwarmParams {
             client_timeout_us: 500_000,
             give_up_us: u64::MAX / 4,
             client_latency_max_us: 100,
+            checkpoint_every_slots: Options::default().checkpoint_every_slots,
+            catchup_retain_slots: Options::default().catchup_retain_slots,
+            snapshot_chunk_bytes: Options::default().snapshot_chunk_bytes,
+            segment_records: 64,
+            torn_writes: false,
+            crash_after_release: 0.0,
+            disk_fault: 0.0,
         }
     }
 }

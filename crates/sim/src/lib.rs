@@ -28,14 +28,29 @@
 //! | leader isolation | the current leader is cut off from everyone | re-elect elsewhere |
 //! | one-way partition | one side's frames to the other are dropped, not the reverse | not split brain |
 //! | partial connectivity | the quorum-loss and chained patterns of Omni-Paxos (EuroSys'23) | elect a quorum-connected leader |
-//! | crash and restart | the process is dropped with every record not yet fsynced and every unreleased `Ready`; it restarts from the durable state after a random downtime. Some crashes are armed to strike right after the node's next vote, inside its fsync window | persist before you promise |
+//! | crash and restart | the process is dropped with every record not yet fsynced and every unreleased `Ready`; it restarts from the durable state after a random downtime. Some crashes are armed to strike right after the node's next vote: inside its fsync window, or right after the vote left | persist before you promise |
 //! | pivot | a partition leaves the leader a bare majority; one voter on its side crashes right after its next vote and changes sides, where it and the nodes that never saw the leader's proposals are a majority | a vote once sent survives |
 //! | pause and resume | a paused node processes nothing; its messages, timers and client requests wait until it resumes | a stale leader must not act stale |
 //! | clock drift | each node's local clock runs at rate 1 ± d, d ≤ a per-seed bound (≤ 5%), from a random offset | timeouts stay sane |
-//! | slow disk | `persist` records become durable only after a random fsync latency, FIFO (group commit) | hold messages until durable |
+//! | slow disk | `persist` records and the `Ready`'s checkpoint become durable only after a random fsync latency, FIFO (group commit) | hold messages until durable |
+//! | torn write | a crash keeps a random prefix of the unsynced records, in order (a checkpoint only whole, after its records) | nothing: it was never acknowledged |
+//! | bit flip, unreadable sector | in the synced log: the bad record and the rest of its segment are lost; the node boots damaged | recover from the peers before voting |
+//! | bad or missing checkpoint | the snapshot is gone, and the log below it was compacted; the base batch above survives; the node boots damaged | recover, and get a snapshot from a peer |
+//! | disk lost | nothing survives (a replaced disk, started with the rejoin flag); the node boots damaged | recover, from nothing |
+//!
+//! **Storage faults are placed so that a majority keeps a good copy of every record**: a
+//! disk fault strikes only a node that is down, and only while no other node is damaged
+//! and not yet repaired (its damage marker is cleared when the `Ready` carrying
+//! `repaired` is durable). Every failure the checkers find is then a real bug, never an
+//! impossible fault. Each seed also draws small `checkpoint_every_slots` (8..64, or never),
+//! `catchup_retain_slots` (0..32) and `snapshot_chunk_bytes` (32..4096), so that
+//! compaction and chunked snapshot transfers happen all the time.
 //!
 //! With a planted bug ([`Bug`]) every seed *hunts*: crashes, partitions and pivots are
-//! always on, frequent and short, so that the bug shows within a few hundred seeds.
+//! always on, frequent and short, so that the bug shows within a few hundred seeds. The
+//! `vote-while-recovering` hunt also strikes most restarts with a disk fault and crashes
+//! its pivots right after their vote left, so that the vote a disk fault takes back was
+//! one that counted.
 //!
 //! ## Link models (seed 002)
 //!
@@ -58,15 +73,19 @@
 //! - **agreement**: every `Record::Decided` any node ever writes is compared with a
 //!   global map slot → value; two values for one slot is a safety violation.
 //! - **replica consistency**: at every checkpoint, the state hash of each replica is
-//!   compared with the first hash ever seen for the same applied prefix.
+//!   compared with the first hash ever seen for the same applied prefix. A replica that
+//!   installed a snapshot never wrote `Decided` for the slots it skipped: agreement judges
+//!   the decisions it did write, and its state hash at its new applied prefix must match.
+//!   Every checker judges effects, never the route a replica took to them.
 //! - **linearizability** of the client history ([`synod_check::check`]), and for the bank
 //!   workload **money conserved and never negative** ([`synod_check::bank::check_bank`]).
 //! - **core assertions**: a node that panics (an invariant of the core broke) ends the
 //!   run as a safety violation with the panic message.
 //! - **liveness**: after the fault phase everything heals (crashed nodes restart, paused
 //!   ones resume, partitions and lossy links go away) and no new operation starts; within
-//!   40 election timeouts every pending operation must complete and every replica must
-//!   reach the same applied prefix and state hash.
+//!   40 election timeouts every pending operation must complete, every replica must
+//!   reach the same applied prefix and state hash, and every node that recovers from lost
+//!   storage must have its vote back.
 //!
 //! ## Replaying a seed
 //!
@@ -74,7 +93,7 @@
 //! synod sim --seed 1234                 # one line: ok, or the first violation
 //! synod sim --seed 1234 --trace-dir t   # also writes t/seed-1234.trace, one line per event
 //! synod sim --seeds 1000                # seeds 1..=1000 on every core
-//! synod sim --seeds 200 --bug skip-persist   # prove the checkers catch a planted bug
+//! synod sim --seeds 300 --bug skip-fsync-before-ack   # prove the checkers catch a planted bug
 //! synod sim --scenario quorum-loss      # the partial-connectivity scenarios
 //! ```
 //!
@@ -86,12 +105,13 @@
 //!
 //! `world` (event queue, phases, checkpoints) · `driver` (one node: input, `Ready`,
 //! persist, release) · `nemesis` (crash, pause, partition, pivot, heal) · `network`
-//! (links, partitions, corruption) · `disk` (fsync latency, crash loses the unsynced
-//! tail) · `faults` (swarm parameters, seeds of the random streams) · `clients`
+//! (links, partitions, corruption) · `disk` (fsync latency, checkpoints and compaction,
+//! torn writes, damage and the damage marker) · `faults` (swarm parameters, seeds of the random streams) · `clients`
 //! (timeouts, retries, give-ups, the history) · `workload` (register and bank, their
 //! history conventions and checks) · `checkers` (agreement, replica consistency) ·
 //! `trace` (trace hash, readable lines) · `scenarios` (Omni-Paxos partial connectivity).
 
+mod catch_up;
 mod checkers;
 mod clients;
 mod disk;
@@ -111,6 +131,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use catch_up::{run_catch_up, CatchUpReport};
 pub use faults::{FaultRate, SwarmParams};
 pub use network::{LinkParams, Partition};
 pub use scenarios::{run_scenario, Scenario, ScenarioReport};
@@ -119,26 +140,38 @@ pub use scenarios::{run_scenario, Scenario, ScenarioReport};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Bug {
-    /// The driver sends messages before their records are durable (`release_unpersisted`),
-    /// so a crash can take back a promise or an accepted vote that was already sent.
-    SkipPersist,
+    /// A node acknowledges before its log write is synced: the driver sends messages
+    /// before their records are durable (`release_unpersisted`), so a crash can take
+    /// back a promise or an accepted vote that was already sent. Also `skip-persist`.
+    #[serde(alias = "skip-persist")]
+    SkipFsyncBeforeAck,
     /// Nodes count N/2 acceptors as a quorum instead of N/2 + 1.
     SmallQuorum,
     /// A node that regains leadership skips phase 1.
     StaleBallot,
     /// A leader serves lease reads without checking that its lease still holds.
     StaleRead,
+    /// A node whose storage is damaged boots without `recover_from_peers`: it votes at
+    /// once with the promises and votes it lost.
+    VoteWhileRecovering,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [Bug::SkipPersist, Bug::SmallQuorum, Bug::StaleBallot, Bug::StaleRead];
+    pub const ALL: [Bug; 5] = [
+        Bug::SkipFsyncBeforeAck,
+        Bug::SmallQuorum,
+        Bug::StaleBallot,
+        Bug::StaleRead,
+        Bug::VoteWhileRecovering,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Bug::SkipPersist => "skip-persist",
+            Bug::SkipFsyncBeforeAck => "skip-fsync-before-ack",
             Bug::SmallQuorum => "small-quorum",
             Bug::StaleBallot => "stale-ballot",
             Bug::StaleRead => "stale-read",
+            Bug::VoteWhileRecovering => "vote-while-recovering",
         }
     }
 }
@@ -152,8 +185,12 @@ impl fmt::Display for Bug {
 impl FromStr for Bug {
     type Err = String;
     fn from_str(s: &str) -> Result<Bug, String> {
+        if s == "skip-persist" {
+            return Ok(Bug::SkipFsyncBeforeAck); // The name it had before the storage issue.
+        }
         Bug::ALL.into_iter().find(|bug| bug.name() == s).ok_or_else(|| {
-            format!("unknown bug {s:?}: expected skip-persist, small-quorum, stale-ballot or stale-read")
+            let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+            format!("unknown bug {s:?}: expected one of {}", names.join(", "))
         })
     }
 }
@@ -288,6 +325,59 @@ pub struct FaultCounts {
     pub frames_refused: u64,
     /// Records a crash took back before they were fsynced.
     pub records_lost: u64,
+    /// Crashes that left a prefix of the unsynced records on disk (never acknowledged).
+    pub torn_writes: u64,
+    /// Disk faults on a crashed node: a bit flip or unreadable sector in the log, a bad
+    /// or missing checkpoint, a whole disk lost.
+    pub log_damage: u64,
+    pub checkpoints_lost: u64,
+    pub disks_lost: u64,
+    /// Boots that found the damage marker set (and so recovered from their peers).
+    pub damaged_boots: u64,
+    /// Recoveries completed: the `Ready` with `repaired` became durable.
+    pub repairs: u64,
+    /// Checkpoints made durable (periodic, after a snapshot arrived, after a repair).
+    pub checkpoints: u64,
+    /// Snapshots nodes installed from their peers (state transfer).
+    pub snapshots_installed: u64,
+}
+
+impl FaultCounts {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.crashes += other.crashes;
+        self.pauses += other.pauses;
+        self.partitions += other.partitions;
+        self.messages_sent += other.messages_sent;
+        self.messages_lost += other.messages_lost;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_corrupted += other.messages_corrupted;
+        self.frames_refused += other.frames_refused;
+        self.records_lost += other.records_lost;
+        self.torn_writes += other.torn_writes;
+        self.log_damage += other.log_damage;
+        self.checkpoints_lost += other.checkpoints_lost;
+        self.disks_lost += other.disks_lost;
+        self.damaged_boots += other.damaged_boots;
+        self.repairs += other.repairs;
+        self.checkpoints += other.checkpoints;
+        self.snapshots_installed += other.snapshots_installed;
+    }
+
+    /// The storage counters, for one line of output.
+    pub fn storage_summary(&self) -> String {
+        format!(
+            "torn={} log-damage={} ckpt-lost={} disk-lost={} damaged-boots={} repairs={} checkpoints={} snapshots={}",
+            self.torn_writes,
+            self.log_damage,
+            self.checkpoints_lost,
+            self.disks_lost,
+            self.damaged_boots,
+            self.repairs,
+            self.checkpoints,
+            self.snapshots_installed,
+        )
+    }
 }
 
 /// What one seed did.
@@ -319,7 +409,7 @@ impl SimReport {
         let bug = self.bug.map(|b| format!(" bug={b}")).unwrap_or_default();
         let unknown = if self.linearizability_unknown { " lin=unknown" } else { "" };
         format!(
-            "seed={} nodes={} workload={}{bug} events={} simulated={:.1}s ops ok={} fail={} info={}{unknown} crashes={} pauses={} partitions={} trace={:016x} wall={:.0}ms {}",
+            "seed={} nodes={} workload={}{bug} events={} simulated={:.1}s ops ok={} fail={} info={}{unknown} crashes={} pauses={} partitions={} {} trace={:016x} wall={:.0}ms {}",
             self.seed,
             self.nodes,
             self.workload,
@@ -331,6 +421,7 @@ impl SimReport {
             self.faults.crashes,
             self.faults.pauses,
             self.faults.partitions,
+            self.faults.storage_summary(),
             self.trace_hash,
             self.wall_us as f64 / 1e3,
             self.outcome.headline(),

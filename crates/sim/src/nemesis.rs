@@ -3,6 +3,7 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::disk::DiskFault;
 use crate::faults::{draw_partition, pick_target};
 use crate::network::{LinkParams, Partition};
 use crate::workload::{Cmd, Workload};
@@ -22,12 +23,15 @@ impl<W: Workload> World<W> {
         self.partition_token += 1;
     }
 
-    /// Crashes node `i`: the process and everything not yet synced are gone.
+    /// Crashes node `i`: the process and everything not yet synced are gone (but for a
+    /// torn write's prefix, on seeds that tear).
     pub(crate) fn crash(&mut self, i: usize) {
         let slot = &mut self.nodes[i];
         slot.node = None;
-        let lost = slot.disk.crash();
+        let torn = self.params.torn_writes.then_some(&mut self.rng_storage);
+        let loss = slot.disk.crash(torn);
         slot.waiting.clear();
+        slot.snapshots_seen = 0;
         slot.lease_reads.clear();
         slot.inbox.clear();
         slot.paused = None;
@@ -35,8 +39,18 @@ impl<W: Workload> World<W> {
         slot.timer_at_us = None;
         slot.was_leader = false;
         self.faults.crashes += 1;
-        self.faults.records_lost += lost;
-        self.trace_line(|| format!("nemesis: crash n{} ({lost} unsynced records lost)", i + 1));
+        self.faults.records_lost += loss.lost;
+        if loss.kept > 0 && loss.lost > 0 {
+            self.faults.torn_writes += 1;
+        }
+        self.trace_line(|| {
+            format!(
+                "nemesis: crash n{} ({} unsynced records lost, {} kept by a torn write)",
+                i + 1,
+                loss.lost,
+                loss.kept
+            )
+        });
     }
 
     pub(crate) fn pause(&mut self, i: usize) -> u64 {
@@ -107,8 +121,32 @@ impl<W: Workload> World<W> {
     }
 
     pub(crate) fn restart(&mut self, i: usize) {
+        if self.phase == Phase::Faults && self.rng_storage.gen_bool(self.params.disk_fault) {
+            self.strike_disk(i);
+        }
         self.trace_line(|| format!("nemesis: restart n{}", i + 1));
         self.boot(i);
+    }
+
+    /// A disk fault on node `i`, which is down. **Placement:** only while no *other* node
+    /// is damaged and not yet repaired, so a majority always keeps a good copy of every
+    /// record and every violation the checkers find is a real bug. (A repaired node is a
+    /// good copy again: it decided every slot its lost votes could have helped choose.)
+    pub(crate) fn strike_disk(&mut self, i: usize) {
+        assert!(self.nodes[i].node.is_none(), "disk faults strike only a node that is down");
+        if (0..self.nodes.len()).any(|j| j != i && self.nodes[j].disk.damaged()) {
+            return;
+        }
+        let fault = *DiskFault::ALL.choose(&mut self.rng_storage).expect("three kinds");
+        if !self.nodes[i].disk.strike(fault, &mut self.rng_storage) {
+            return; // Nothing there to damage (an empty log, no checkpoint).
+        }
+        match fault {
+            DiskFault::LogDamage => self.faults.log_damage += 1,
+            DiskFault::CheckpointLost => self.faults.checkpoints_lost += 1,
+            DiskFault::DiskLost => self.faults.disks_lost += 1,
+        }
+        self.trace_line(|| format!("nemesis: disk fault on n{}: {fault:?}", i + 1));
     }
 
     pub(crate) fn nemesis(&mut self, ev: Ev<Cmd<W>>) {

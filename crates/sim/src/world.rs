@@ -41,7 +41,7 @@ pub(crate) enum Ev<C> {
     Fsync {
         node: usize,
         incarnation: u32,
-        lsn: u64,
+        ticket: u64,
     },
     Request {
         node: usize,
@@ -138,8 +138,8 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     pub paused: Option<u64>,
     pub(crate) inbox: VecDeque<Input<S::Command>>,
     pub(crate) disk: Disk<S::Command>,
-    /// Readies waiting for their records to be synced, in input order.
-    pub(crate) waiting: VecDeque<Ready<S::Command, S::Output>>,
+    /// Readies waiting for their disk batch to be synced, in input order.
+    pub(crate) waiting: VecDeque<Waiting<S>>,
     pub(crate) clock: Clock,
     /// The earliest timer event in the queue for this incarnation.
     pub(crate) timer_at_us: Option<u64>,
@@ -149,6 +149,19 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     /// Reads served under the leader's lease, waiting for their read index to be applied
     /// and every earlier `Ready` to be released: (read index, command).
     pub(crate) lease_reads: Vec<(u64, Command<S::Command>)>,
+    /// The node's `Status::snapshots_installed` as last counted (per incarnation).
+    pub(crate) snapshots_seen: u64,
+}
+
+/// A `Ready` taken from a node, waiting to be released.
+pub(crate) type Waiting<S> = (Release, Ready<<S as StateMachine>::Command, <S as StateMachine>::Output>);
+
+/// When a waiting `Ready` may be released, once every earlier one was.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Release {
+    /// `Some(ticket)`: once its disk batch is synced (see `Disk::write`). `None`: at once,
+    /// its batch holds decisions only (`Ready::release_written`) or nothing.
+    pub synced_ticket: Option<u64>,
 }
 
 /// A pivot fault in progress (see `World::start_pivot`).
@@ -185,6 +198,8 @@ pub(crate) struct World<W: Workload> {
     pub(crate) rng_disk: ChaCha8Rng,
     pub(crate) rng_nemesis: ChaCha8Rng,
     pub(crate) rng_clients: ChaCha8Rng,
+    /// Torn writes and disk faults.
+    pub(crate) rng_storage: ChaCha8Rng,
     pub clients: Clients<W>,
     pub(crate) safety: SafetyChecker<Cmd<W>>,
     pub(crate) trace: Tracer,
@@ -252,13 +267,14 @@ impl<W: Workload> World<W> {
                     incarnation: 0,
                     paused: None,
                     inbox: VecDeque::new(),
-                    disk: Disk::new(),
+                    disk: Disk::new(params.segment_records),
                     waiting: VecDeque::new(),
                     lease_reads: Vec::new(),
                     clock: Clock { offset_us: rng_clock.gen_range(0..10_000_000), rate_ppm },
                     timer_at_us: None,
                     was_leader: false,
                     crash_trap_us: None,
+                    snapshots_seen: 0,
                 }
             })
             .collect();
@@ -275,7 +291,12 @@ impl<W: Workload> World<W> {
             queue: BinaryHeap::new(),
             nodes,
             configuration,
-            options: Options::default(),
+            options: Options {
+                checkpoint_every_slots: params.checkpoint_every_slots,
+                catchup_retain_slots: params.catchup_retain_slots,
+                snapshot_chunk_bytes: params.snapshot_chunk_bytes,
+                ..Options::default()
+            },
             cluster_id: derive_seed(seed, 0xc1u64),
             bug: options.bug,
             net: Network::new(n, params.link.clone()),
@@ -283,6 +304,7 @@ impl<W: Workload> World<W> {
             rng_disk: rng_for(seed, stream::DISK),
             rng_nemesis: rng_for(seed, stream::NEMESIS),
             rng_clients: rng_for(seed, stream::CLIENTS),
+            rng_storage: rng_for(seed, stream::STORAGE),
             clients: Clients::new(workload, params.clients, timing),
             params,
             safety: SafetyChecker::new(),
@@ -429,14 +451,20 @@ impl<W: Workload> World<W> {
                 }
                 self.arm_timer(node);
             }
-            Ev::Fsync { node, incarnation, lsn } => {
-                self.trace.event(now, kind::FSYNC, node, &lsn.to_le_bytes());
+            Ev::Fsync { node, incarnation, ticket } => {
+                self.trace.event(now, kind::FSYNC, node, &ticket.to_le_bytes());
                 let slot = &mut self.nodes[node];
                 if slot.incarnation != incarnation {
                     return; // The node crashed before this fsync returned.
                 }
-                slot.disk.sync_through(lsn);
-                if slot.node.is_some() && slot.paused.is_none() {
+                let synced = slot.disk.sync_through(ticket);
+                let live = slot.node.is_some() && slot.paused.is_none();
+                self.faults.checkpoints += synced.checkpoints;
+                if synced.repaired {
+                    self.faults.repairs += 1;
+                    self.trace_line(|| format!("n{} repaired: damage marker cleared", node + 1));
+                }
+                if live {
                     self.release_synced(node);
                 }
             }
@@ -519,8 +547,11 @@ impl<W: Workload> World<W> {
                 return;
             }
         }
+        // Converged also means repaired: with every member up and connected, a node that
+        // recovers from lost storage must get its vote back (`synod_core::recovery`).
         let converged = states.len() == self.nodes.len()
             && self.nodes.iter().all(|s| s.paused.is_none())
+            && self.nodes.iter().all(|s| s.node.as_ref().is_some_and(|n| !n.is_recovering()))
             && states.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2));
         match self.phase {
             Phase::Heal if converged && self.clients.idle() => match self.clients.workload.final_op() {
@@ -542,13 +573,22 @@ impl<W: Workload> World<W> {
             .map(|i| match self.status(i) {
                 None => format!("n{} down", i + 1),
                 Some(s) => format!(
-                    "n{} applied {} leader {} ballot {}{}{}",
+                    "n{} applied {} leader {} ballot {}{}{}{}",
                     i + 1,
                     s.applied_upto,
                     s.leader.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
                     s.ballot_max,
                     if s.is_leader { " LEADING" } else { "" },
-                    if self.nodes[i].paused.is_some() { " paused" } else { "" }
+                    if self.nodes[i].paused.is_some() { " paused" } else { "" },
+                    match s.recovery {
+                        Some(r) => format!(
+                            " RECOVERING ({}/{} reported, horizon {})",
+                            r.reported,
+                            r.needed,
+                            r.horizon.map_or("-".to_string(), |h| h.to_string())
+                        ),
+                        None => String::new(),
+                    }
                 ),
             })
             .collect();

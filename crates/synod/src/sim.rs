@@ -33,7 +33,8 @@ pub struct SimArgs {
     /// Workload: register or bank (default: drawn from each seed).
     #[arg(long)]
     workload: Option<WorkloadKind>,
-    /// Plant a bug the checkers must catch: skip-persist, small-quorum, stale-ballot or stale-read.
+    /// Plant a bug the checkers must catch: skip-fsync-before-ack (alias skip-persist),
+    /// small-quorum, stale-ballot, stale-read or vote-while-recovering.
     #[arg(long)]
     bug: Option<Bug>,
     /// Length of the fault phase in simulated milliseconds (default: drawn per seed).
@@ -132,9 +133,7 @@ struct Totals {
     ops_fail: u64,
     ops_info: u64,
     linearizability_unknown: u64,
-    crashes: u64,
-    pauses: u64,
-    partitions: u64,
+    faults: synod_sim::FaultCounts,
 }
 
 impl Totals {
@@ -146,9 +145,7 @@ impl Totals {
         self.ops_fail += report.ops.fail;
         self.ops_info += report.ops.info;
         self.linearizability_unknown += u64::from(report.linearizability_unknown);
-        self.crashes += report.faults.crashes;
-        self.pauses += report.faults.pauses;
-        self.partitions += report.faults.partitions;
+        self.faults.add(&report.faults);
     }
 }
 
@@ -218,7 +215,7 @@ fn run_many(first: u64, count: u64, options: &SimOptions, args: &SimArgs) -> Exi
     } else {
         let bug = options.bug.map(|b| format!(" with planted bug {b}")).unwrap_or_default();
         println!(
-            "{} seeds{bug} in {:.1}s: {} events ({:.0} events/s), {:.0}s simulated, {:.0} seeds/minute; ops ok={} fail={} info={}; crashes={} pauses={} partitions={}; linearizability unknown={}",
+            "{} seeds{bug} in {:.1}s: {} events ({:.0} events/s), {:.0}s simulated, {:.0} seeds/minute; ops ok={} fail={} info={}; crashes={} pauses={} partitions={}; linearizability unknown={}\nstorage: {}",
             totals.seeds_run,
             wall.as_secs_f64(),
             totals.events,
@@ -228,10 +225,11 @@ fn run_many(first: u64, count: u64, options: &SimOptions, args: &SimArgs) -> Exi
             totals.ops_ok,
             totals.ops_fail,
             totals.ops_info,
-            totals.crashes,
-            totals.pauses,
-            totals.partitions,
+            totals.faults.crashes,
+            totals.faults.pauses,
+            totals.faults.partitions,
             totals.linearizability_unknown,
+            totals.faults.storage_summary(),
         );
         match first_failure {
             None => println!("ok"),

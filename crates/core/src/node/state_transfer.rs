@@ -1,6 +1,8 @@
 //! The node's checkpoints, state transfer and recovery from lost storage: the handlers
 //! behind `snapshot` and `recovery`, kept apart from the Paxos roles in `node.rs`.
 
+use std::sync::Arc;
+
 use super::Node;
 use crate::message::{Heartbeat, Message};
 use crate::snapshot::{ChunkOutcome, Served, Snapshot, Transfer};
@@ -26,14 +28,19 @@ impl<S: StateMachine> Node<S> {
     fn take_checkpoint(&mut self) {
         let snapshot = self.replica.snapshot();
         self.checkpoint_slot_out = snapshot.slot_out();
-        self.served = Some(Served::new(&snapshot));
+        self.served = Some(Arc::new(Served::new(&snapshot)));
         let keep_from = snapshot.slot_out().saturating_sub(self.options.catchup_retain_slots);
         self.replica.compact_below(keep_from);
         self.checkpoint_pending = Some(snapshot);
     }
 
     /// A heartbeat reply while recovering: one more member's report (see `recovery`).
-    pub(super) fn on_recovery_report(&mut self, from: NodeId, status: &Heartbeat) {
+    /// Only a reply to a round sent since the restart counts: a report made before the
+    /// crash may predate the very ballot we promised and forgot.
+    pub(super) fn on_recovery_report(&mut self, from: NodeId, round: u64, status: &Heartbeat) {
+        if !(1..=self.election.round()).contains(&round) {
+            return;
+        }
         let Some(recovery) = self.recovery.as_mut() else { return };
         let ballot_max = status.ballot_max.max(status.leader.unwrap_or_default());
         let horizon = status.decided_upto.max(status.accepted_upto);
@@ -69,22 +76,33 @@ impl<S: StateMachine> Node<S> {
         self.send(from, Message::SnapshotRequest { offset: 0 });
     }
 
-    /// A peer pulls our newest snapshot, one chunk per request.
-    pub(super) fn on_snapshot_request(&mut self, from: NodeId, offset: u64) {
-        let Some(served) = &self.served else { return };
+    /// A peer pulls our snapshot, one chunk per request. A transfer that begins (offset 0)
+    /// pins our newest snapshot for that peer, and its later chunks come from the pinned
+    /// one: we checkpoint every `checkpoint_every_slots`, and a lagging peer's own retried
+    /// commands keep slots coming, so serving only the newest could change the snapshot
+    /// under every transfer before it completes. (Found by the simulator: a replica stuck
+    /// 250 slots behind through a whole heal phase; `synod-sim`'s catch-up scenario,
+    /// `tests/storage.rs`, guards it.)
+    pub(super) fn on_snapshot_request(&mut self, now: Time, from: NodeId, offset: u64) {
+        let Some(newest) = self.served.clone() else { return };
         let chunk_bytes = self.options.snapshot_chunk_bytes;
-        // An offset past the end (the snapshot changed under the receiver) starts over.
-        let (offset, chunk) = match served.chunk(offset, chunk_bytes) {
-            Some(chunk) => (offset, chunk),
-            None => (0, served.chunk(0, chunk_bytes).expect("a snapshot is never empty")),
+        let pinned = match self.pinned.get(&from) {
+            Some((pinned, _)) if offset != 0 => pinned.clone(),
+            _ => newest.clone(),
         };
+        // An offset past the end (the receiver began a snapshot we no longer hold) starts
+        // over from 0 with the newest.
+        let (served, offset) =
+            if pinned.chunk(offset, chunk_bytes).is_some() { (pinned, offset) } else { (newest, 0) };
+        let chunk = served.chunk(offset, chunk_bytes).expect("a snapshot is never empty").to_vec();
         let message = Message::SnapshotChunk {
             last_slot: served.last_slot,
             total_bytes: served.bytes.len() as u64,
             checksum: served.checksum,
             offset,
-            bytes: chunk.to_vec(),
+            bytes: chunk,
         };
+        self.pinned.insert(from, (served, now));
         self.send(from, message);
     }
 
@@ -132,11 +150,11 @@ impl<S: StateMachine> Node<S> {
         self.acceptor.forget_below(self.replica.slot_out());
         self.leader.on_decided(snapshot.last_slot);
         self.checkpoint_slot_out = snapshot.slot_out();
-        self.served = Some(Served {
+        self.served = Some(Arc::new(Served {
             last_slot: snapshot.last_slot,
             checksum: transfer.checksum,
             bytes: transfer.bytes,
-        });
+        }));
         // Written as our own checkpoint before anything that depends on it is released.
         self.checkpoint_pending = Some(snapshot);
         self.apply_and_answer();
@@ -144,8 +162,11 @@ impl<S: StateMachine> Node<S> {
 
     /// Retransmits a lost chunk request, and abandons a transfer that stalled.
     pub(super) fn transfer_tick(&mut self, now: Time) {
-        let Some(transfer) = self.transfer.as_mut() else { return };
         let stall_us = TRANSFER_STALL_TIMEOUTS * self.options.election_timeout_ms * 1000;
+        // A peer that stopped asking finished or gave up: its pin goes (the receiver
+        // abandons a stalled transfer after the same time).
+        self.pinned.retain(|_, (_, asked_at)| now.saturating_sub(*asked_at) <= stall_us);
+        let Some(transfer) = self.transfer.as_mut() else { return };
         if now.saturating_sub(transfer.progressed_at) > stall_us {
             self.transfer = None;
             return;
@@ -155,5 +176,70 @@ impl<S: StateMachine> Node<S> {
             let (to, offset) = (transfer.from, transfer.offset());
             self.send(to, Message::SnapshotRequest { offset });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::apps::kv::KvStore;
+    use crate::effects::{DurableState, Persisted};
+    use crate::message::{Heartbeat, Message};
+    use crate::node::Node;
+    use crate::options::Options;
+    use crate::types::{Ballot, Configuration, NodeId, Time};
+
+    fn report(ballot_max: Ballot) -> Heartbeat {
+        Heartbeat {
+            ballot_max,
+            leader: None,
+            quorum_connected: true,
+            happy: false,
+            decided_upto: 0,
+            accepted_upto: 0,
+            lease: false,
+        }
+    }
+
+    /// A node that lost its storage may count only reports made since its restart: a
+    /// heartbeat reply from before the crash, delayed in the network, may predate the
+    /// ballot it promised and forgot, and promising less than that ballot lets two
+    /// leaders choose.
+    #[test]
+    fn recovery_ignores_replies_to_rounds_of_an_earlier_incarnation() {
+        let members = Configuration::new(vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let options = Options::default();
+        let mut node =
+            Node::new(NodeId(1), members, options, KvStore::default(), DurableState::default(), 7, Time(0));
+        node.recover_from_peers();
+        let _ = node.take_ready();
+        // Replies to rounds this incarnation never sent: the previous one numbered its
+        // rounds from 0 too.
+        for (round, peer) in [(1, 2), (2, 3), (0, 2)] {
+            let status = report(Ballot { round: 1, leader: NodeId(2) });
+            node.handle_message(Time(10), NodeId(peer), Message::HeartbeatReply { round, status });
+            let _ = node.take_ready();
+        }
+        assert!(node.is_recovering(), "stale reports must not end recovery");
+        // A real round: both peers answer it, and the node promises their highest ballot.
+        node.handle_timeout(Time(1_000_000));
+        let ready = node.take_ready();
+        let lsn = ready.persist_lsn;
+        let (messages, _) = ready.release(Persisted::through(lsn));
+        let requests: Vec<_> = messages
+            .into_iter()
+            .filter_map(|e| match e.message {
+                Message::HeartbeatRequest { round } => Some((e.to, round)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requests.len(), 2);
+        for (peer, round) in requests {
+            let status = report(Ballot { round: 4, leader: peer });
+            node.handle_message(Time(1_000_100), peer, Message::HeartbeatReply { round, status });
+        }
+        let ready = node.take_ready();
+        assert!(!node.is_recovering(), "every other member reported since the restart");
+        assert!(ready.repaired);
+        assert_eq!(node.status().ballot_max, Ballot { round: 4, leader: NodeId(3) });
     }
 }
