@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod check;
 mod client_cmd;
+mod nemesis_cmd;
 mod server_cmd;
 mod sim;
 
@@ -42,12 +43,15 @@ enum Cmd {
         #[command(flatten)]
         endpoints: client_cmd::Endpoints,
     },
-    /// Closed-loop load against a cluster: throughput and latency percentiles.
+    /// Closed-loop load against a cluster: throughput and latency percentiles (with
+    /// --compare etcd: Synod beside a local etcd cluster, and their ratios).
     Bench(bench::BenchArgs),
     /// Run the deterministic simulator: the real protocol code under seeded faults.
     Sim(sim::SimArgs),
     /// Check recorded histories for linearizability (and bank invariants).
     Check(check::CheckArgs),
+    /// Fault injection against real server processes in network namespaces (needs root).
+    Nemesis(nemesis_cmd::NemesisArgs),
 }
 
 fn client_runtime() -> tokio::runtime::Runtime {
@@ -64,5 +68,6 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Sim(args) => sim::run(args),
         Cmd::Check(args) => check::run(args),
+        Cmd::Nemesis(args) => nemesis_cmd::run(args),
     }
 }
