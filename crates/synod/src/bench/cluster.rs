@@ -92,12 +92,7 @@ impl LocalCluster {
         std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         // Ports are free when we ask; another process may take one before a node binds
         // it, and then `start` tries again.
-        let probes: Vec<TcpListener> = (0..2 * Self::NODES)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("cannot find free ports: {e}"))?;
-        let ports: Vec<u16> = probes.iter().map(|p| p.local_addr().map(|a| a.port()).unwrap_or(0)).collect();
-        drop(probes);
+        let ports = free_ports(2 * Self::NODES)?;
         let members: Vec<String> = (0..Self::NODES)
             .map(|i| format!("{}=127.0.0.1:{}/127.0.0.1:{}", i + 1, ports[2 * i], ports[2 * i + 1]))
             .collect();
@@ -146,7 +141,7 @@ impl LocalCluster {
             loop {
                 // A child that exited already is reaped by `Drop`; here we only look.
                 let pid = self.children[i].id();
-                if !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
+                if has_exited(pid) {
                     let log = std::fs::read_to_string(self.root.join(format!("node-{}.log", i + 1)))
                         .unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(3).collect();
@@ -172,6 +167,21 @@ impl LocalCluster {
     pub(super) fn pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()
     }
+}
+
+/// `count` loopback ports that were free when we asked. Another process may take one
+/// before a server binds it; callers then start again with fresh ports.
+pub(super) fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let probes: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot find free ports: {e}"))?;
+    probes.iter().map(|p| p.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
+}
+
+/// Whether a child process is gone: exited and not yet reaped, or unknown to /proc.
+pub(super) fn has_exited(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
 }
 
 fn is_zombie(pid: u32) -> bool {

@@ -90,6 +90,11 @@ impl OpGen {
 pub(super) struct PointSpec {
     pub(super) workload: Workload,
     pub(super) clients: usize,
+    pub(super) duration: Duration,
+    pub(super) warmup: Duration,
+    /// This point's place in the run (1-based) and the run's points, for the progress bar.
+    pub(super) index: usize,
+    pub(super) points: usize,
     pub(super) transfer_ids: Arc<AtomicU64>,
 }
 
@@ -100,10 +105,10 @@ struct ClientTally {
 }
 
 pub(super) async fn run_point(system: &System, args: &BenchArgs, spec: PointSpec) -> Result<Row, String> {
-    let sessions: Vec<Session> = (0..spec.clients).map(|_| system.session()).collect();
+    let sessions: Vec<Session> = system.sessions(spec.clients).await?;
     let started = Instant::now();
-    let measure_from = started + args.warmup;
-    let measure_until = measure_from + args.duration;
+    let measure_from = started + spec.warmup;
+    let measure_until = measure_from + spec.duration;
     let completed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, session) in sessions.into_iter().enumerate() {
@@ -121,7 +126,7 @@ pub(super) async fn run_point(system: &System, args: &BenchArgs, spec: PointSpec
         tasks.spawn(client_loop(session, generator, measure_from, measure_until, completed.clone()));
     }
 
-    let progress = progress_bar(spec.workload, spec.clients, args);
+    let progress = progress_bar(system, &spec);
     let watcher = {
         let (progress, completed) = (progress.clone(), completed.clone());
         tokio::spawn(async move {
@@ -158,7 +163,7 @@ pub(super) async fn run_point(system: &System, args: &BenchArgs, spec: PointSpec
     progress.finish_and_clear();
 
     let ops = latency_us.len();
-    let seconds = args.duration.as_secs_f64();
+    let seconds = spec.duration.as_secs_f64();
     let per_1k = |cpu: Option<f64>| cpu.filter(|_| ops > 0).map(|c| c * 1_000.0 / ops as f64);
     let items = if spec.workload == Workload::TransferBatch { args.batch as u64 } else { 1 };
     let ms = |us: u64| us as f64 / 1_000.0;
@@ -181,7 +186,8 @@ pub(super) async fn run_point(system: &System, args: &BenchArgs, spec: PointSpec
         server: counters_before.zip(counters_after).map(|(b, a)| diagnostics(&b, &a, seconds, ops)),
     };
     eprintln!(
-        "synod bench: {} x{}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        "synod bench: {} {} x{}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        row.system,
         row.workload,
         row.clients,
         row.throughput_ops_s,
@@ -231,15 +237,22 @@ async fn client_loop(
     }
 }
 
-fn progress_bar(workload: Workload, clients: usize, args: &BenchArgs) -> indicatif::ProgressBar {
-    let total_ms = (args.warmup + args.duration).as_millis() as u64;
+fn progress_bar(system: &System, spec: &PointSpec) -> indicatif::ProgressBar {
+    let total_ms = (spec.warmup + spec.duration).as_millis() as u64;
     let bar = indicatif::ProgressBar::new(total_ms);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>22} [{bar:30}] {elapsed:>3} {msg}")
+        indicatif::ProgressStyle::with_template("{prefix:>36} [{bar:30}] {elapsed:>3} {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("{} x{clients}", workload.name()));
+    bar.set_prefix(format!(
+        "{}/{} {} {} x{}",
+        spec.index,
+        spec.points,
+        system.name(),
+        spec.workload.name(),
+        spec.clients
+    ));
     bar
 }
 

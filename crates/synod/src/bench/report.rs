@@ -39,16 +39,20 @@ pub struct Row {
 pub(super) struct ServerDiagnostics {
     /// Write-ahead log syncs per second, summed over the nodes.
     fsyncs_per_s: f64,
-    /// Records made durable per sync: how much group commit gathers.
-    records_per_fsync: f64,
+    /// Records made durable per sync: how much group commit gathers (null: not counted).
+    records_per_fsync: Option<f64>,
     fsync_ms_mean: f64,
-    /// Slots decided per second, and requests per slot: how much the leader batches.
+    /// Slots decided per second, and requests per slot: how much the leader batches
+    /// (etcd: Raft entries committed).
     slots_per_s: f64,
     ops_per_slot: f64,
     /// Commands per proposed batch, as the leader counts them (null: server too old).
     commands_per_batch: Option<f64>,
     /// Linearizable reads per second served under the leader lease (null: server too old).
     lease_reads_per_s: Option<f64>,
+    /// Optimistic retries per committed transfer (etcd's transfers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries_per_op: Option<f64>,
 }
 
 pub(super) fn diagnostics(
@@ -65,12 +69,13 @@ pub(super) fn diagnostics(
     let commands = delta(before.commands_proposed, after.commands_proposed);
     ServerDiagnostics {
         fsyncs_per_s: fsyncs / seconds,
-        records_per_fsync: ratio(after.records_persisted - before.records_persisted, fsyncs),
+        records_per_fsync: delta(before.records_persisted, after.records_persisted).map(|r| ratio(r, fsyncs)),
         fsync_ms_mean: ratio((after.fsync_seconds - before.fsync_seconds) * 1_000.0, fsyncs),
         slots_per_s: slots / seconds,
         ops_per_slot: ratio(ops as f64, slots),
         commands_per_batch: batches.zip(commands).map(|(b, c)| ratio(c, b)),
         lease_reads_per_s: delta(before.lease_reads, after.lease_reads).map(|r| r / seconds),
+        retries_per_op: delta(before.transfer_retries, after.transfer_retries).map(|r| ratio(r, ops as f64)),
     }
 }
 
@@ -121,22 +126,32 @@ pub(super) fn print_row(row: &Row) {
         opt(row.cpu_s_per_1k_ops, 3),
         opt(row.client_cpu_s_per_1k_ops, 3),
         opt(row.server.as_ref().map(|s| s.fsyncs_per_s), 0),
-        opt(row.server.as_ref().filter(|s| s.fsyncs_per_s > 0.0).map(|s| s.records_per_fsync), 1),
+        opt(row.server.as_ref().filter(|s| s.fsyncs_per_s > 0.0).and_then(|s| s.records_per_fsync), 1),
         opt(row.server.as_ref().filter(|s| s.slots_per_s > 0.0).map(|s| s.ops_per_slot), 1),
     );
 }
 
-pub(super) fn print_notes(system: &System, rows: &[Row]) {
+pub(super) fn print_notes(systems: &[System], rows: &[Row]) {
     if rows.is_empty() {
         return;
     }
     println!();
     println!("srv cpu/k, cli cpu/k: CPU seconds (user+system) per 1,000 requests of the servers (all nodes;");
     println!("  '-' when they were not started by this run) and of this load generator.");
-    if matches!(system, System::Synod(_)) {
+    if systems.iter().any(|s| matches!(s, System::Synod(_))) {
         println!(
             "fsync/s, rec/sync: write-ahead log syncs per second summed over the nodes, and records per"
         );
         println!("  sync (group commit); ops/slot: requests per decided slot (leader batching).");
+    }
+    if systems.iter().any(|s| s.name() == "etcd") {
+        println!(
+            "etcd: fsync/s counts WAL fsyncs; ops/slot is requests per committed Raft entry. A transfer"
+        );
+        println!("  is an optimistic Txn retried on conflict and counts once; retries per transfer:");
+        for row in rows.iter().filter(|r| r.system == "etcd" && r.workload == "transfer") {
+            let retries = row.server.as_ref().and_then(|s| s.retries_per_op);
+            println!("  x{}: {}", row.clients, retries.map_or("-".to_string(), |r| format!("{r:.2}")));
+        }
     }
 }

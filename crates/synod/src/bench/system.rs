@@ -15,17 +15,21 @@ use super::cluster::LocalCluster;
 use super::load::{key_name, random_value, Op, ACCOUNT_BASE};
 
 /// Every bench account starts with this much: a run never runs out of money.
-const ACCOUNT_BALANCE: u64 = 1 << 50;
+pub(super) const ACCOUNT_BALANCE: u64 = 1 << 50;
 /// Clients that load keys or open accounts before a workload, at most.
-const PREPARE_CLIENTS: usize = 16;
-/// Keys per preloading transaction (below the server's `TXN_OPS_MAX`).
-const PRELOAD_KEYS_PER_TXN: usize = 100;
+pub(super) const PREPARE_CLIENTS: usize = 16;
+/// Keys per preloading transaction (below the server's `TXN_OPS_MAX`, and below etcd's
+/// default `--max-txn-ops` of 128).
+pub(super) const PRELOAD_KEYS_PER_TXN: usize = 100;
 const _: () = assert!(PRELOAD_KEYS_PER_TXN <= TXN_OPS_MAX);
 
-/// A system under load. Today: Synod. The etcd comparison of issue 7 adds a variant
-/// (its client crate, its local cluster) and nothing else changes.
+/// A system under load: Synod, or (with the `etcd` feature) etcd for the comparison of
+/// issue 7. Each variant brings its client and its local cluster; the clock, the
+/// histograms and the reports around them are shared.
 pub enum System {
     Synod(SynodSystem),
+    #[cfg(feature = "etcd")]
+    Etcd(super::etcd::EtcdSystem),
 }
 
 pub struct SynodSystem {
@@ -39,6 +43,8 @@ pub struct SynodSystem {
 /// One client's connection to the system: one request in flight at a time.
 pub(super) enum Session {
     Synod(Client),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<super::etcd::EtcdSession>),
 }
 
 /// Counters a system exposes about itself, sampled before and after a point.
@@ -46,19 +52,23 @@ pub(super) enum Session {
 pub(super) struct ServerCounters {
     pub(super) fsyncs: f64,
     pub(super) fsync_seconds: f64,
-    pub(super) records_persisted: f64,
-    /// The highest `decided_upto` among the nodes: slots decided so far.
+    /// Records made durable (Synod; etcd does not count them).
+    pub(super) records_persisted: Option<f64>,
+    /// The highest `decided_upto` among the nodes: slots decided so far (etcd: Raft
+    /// entries committed, one per request).
     pub(super) decided_upto: f64,
     /// Batches the leaders proposed, and the commands in them (newer servers only).
     pub(super) batches_proposed: Option<f64>,
     pub(super) commands_proposed: Option<f64>,
     /// Reads served under the leader lease, without a slot (newer servers only).
     pub(super) lease_reads: Option<f64>,
+    /// Optimistic transfers the load generator had to retry after a conflict (etcd).
+    pub(super) transfer_retries: Option<f64>,
 }
 
 impl System {
     pub(super) async fn synod(args: &BenchArgs) -> Result<System, String> {
-        let (endpoints, cluster) = if args.start_cluster {
+        let (endpoints, cluster) = if args.start_cluster() {
             let extra = match &args.server_config {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
@@ -71,14 +81,16 @@ impl System {
         } else {
             (args.endpoints.clone(), None)
         };
-        let system = System::Synod(SynodSystem { endpoints, cluster, prepared: Default::default() });
-        system.wait_until_ready(Duration::from_secs(20)).await?;
-        Ok(system)
+        let synod = SynodSystem { endpoints, cluster, prepared: Default::default() };
+        synod.wait_until_ready(Duration::from_secs(20)).await?;
+        Ok(System::Synod(synod))
     }
 
     pub(super) fn name(&self) -> &'static str {
         match self {
             System::Synod(_) => "synod",
+            #[cfg(feature = "etcd")]
+            System::Etcd(_) => "etcd",
         }
     }
 
@@ -88,25 +100,70 @@ impl System {
                 Some(cluster) => format!("a local 3-node Synod cluster in {}", cluster.root.display()),
                 None => format!("Synod at {}", s.endpoints.join(",")),
             },
+            #[cfg(feature = "etcd")]
+            System::Etcd(e) => e.describe(),
         }
+    }
+
+    /// Whether the system can run a workload at all: a batch of transfers applied
+    /// atomically in one slot is Synod's alone.
+    pub(super) fn supports(&self, workload: Workload) -> bool {
+        workload != Workload::TransferBatch || matches!(self, System::Synod(_))
     }
 
     /// The processes whose CPU time a point charges to the system (empty: unknown).
     pub(super) fn server_pids(&self) -> Vec<u32> {
         match self {
             System::Synod(s) => s.cluster.as_ref().map(|c| c.pids()).unwrap_or_default(),
+            #[cfg(feature = "etcd")]
+            System::Etcd(e) => e.pids(),
         }
     }
 
-    pub(super) fn session(&self) -> Session {
+    /// One session per client of a point.
+    pub(super) async fn sessions(&self, clients: usize) -> Result<Vec<Session>, String> {
         match self {
-            System::Synod(s) => {
-                // The client's default retries stay on: what a user sees is what we time.
-                Session::Synod(Client::new(s.endpoints.clone(), Options::default()))
+            // The client's default retries stay on: what a user sees is what we time.
+            // Each session has its own client, so its own connection.
+            System::Synod(s) => Ok((0..clients)
+                .map(|_| Session::Synod(Client::new(s.endpoints.clone(), Options::default())))
+                .collect()),
+            #[cfg(feature = "etcd")]
+            System::Etcd(e) => {
+                Ok(e.sessions(clients).await?.into_iter().map(|s| Session::Etcd(Box::new(s))).collect())
             }
         }
     }
 
+    /// Loads what a workload reads before its first point: keys for reads, accounts for
+    /// transfers. Idempotent, so a second run against the same cluster redoes it safely.
+    pub(super) async fn prepare(&self, workload: Workload, args: &BenchArgs) -> Result<(), String> {
+        match self {
+            System::Synod(s) => s.prepare(workload, args).await,
+            #[cfg(feature = "etcd")]
+            System::Etcd(e) => e.prepare(workload, args).await,
+        }
+    }
+
+    /// The system's own counters summed over its nodes; `None` if any node is silent.
+    pub(super) async fn counters(&self) -> Option<ServerCounters> {
+        match self {
+            System::Synod(s) => s.counters().await,
+            #[cfg(feature = "etcd")]
+            System::Etcd(e) => e.counters().await,
+        }
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus' text format.
+pub(super) fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+impl SynodSystem {
     /// Waits until every node that answers follows the same leader, with a quorum, and
     /// keeps doing so for `LEADER_STABLE`. A fresh cluster's first election can change
     /// hands within its first second (two candidates of the same round: the higher
@@ -114,13 +171,12 @@ impl System {
     /// follower, which forwards: every request would pay an extra hop.
     async fn wait_until_ready(&self, within: Duration) -> Result<(), String> {
         const LEADER_STABLE: Duration = Duration::from_secs(1);
-        let System::Synod(s) = self;
         let deadline = Instant::now() + within;
         let mut last = String::from("no answer yet");
         let mut stable_since: Option<(u32, Instant)> = None;
         loop {
             let mut leaders = Vec::new();
-            for endpoint in &s.endpoints {
+            for endpoint in &self.endpoints {
                 let client =
                     Client::new(vec![endpoint.clone()], Options { attempts_max: 1, ..Options::default() });
                 match client.status().await {
@@ -155,9 +211,7 @@ impl System {
         }
     }
 
-    /// Loads what a workload reads before its first point: keys for reads, accounts for
-    /// transfers. Idempotent, so a second run against the same cluster redoes it safely.
-    pub(super) async fn prepare(&self, workload: Workload, args: &BenchArgs) -> Result<(), String> {
+    async fn prepare(&self, workload: Workload, args: &BenchArgs) -> Result<(), String> {
         /// One request of the preparation.
         enum Job {
             /// Puts of these keys in one transaction.
@@ -167,9 +221,8 @@ impl System {
         if !workload.uses_keys() && !workload.uses_accounts() {
             return Ok(());
         }
-        let System::Synod(synod) = self;
         {
-            let mut prepared = synod.prepared.lock().expect("prepared lock");
+            let mut prepared = self.prepared.lock().expect("prepared lock");
             let done = if workload.uses_keys() { &mut prepared.0 } else { &mut prepared.1 };
             if std::mem::replace(done, true) {
                 return Ok(());
@@ -189,7 +242,7 @@ impl System {
         let jobs = Arc::new(std::sync::Mutex::new(jobs));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..PREPARE_CLIENTS.min(count) {
-            let client = Client::new(synod.endpoints.clone(), Options::default());
+            let client = Client::new(self.endpoints.clone(), Options::default());
             let (jobs, value) = (jobs.clone(), value.clone());
             workers.spawn(async move {
                 loop {
@@ -220,26 +273,21 @@ impl System {
         } else {
             format!("opened {} accounts", args.accounts)
         };
-        eprintln!("synod bench: {what} in {} ms", started.elapsed().as_millis());
+        eprintln!("synod bench: synod: {what} in {} ms", started.elapsed().as_millis());
         Ok(())
     }
 
-    /// Sums the nodes' counters (Synod: from `/metrics`); `None` if any node is silent.
-    pub(super) async fn counters(&self) -> Option<ServerCounters> {
-        let System::Synod(s) = self;
+    /// Sums the nodes' counters from `/metrics`.
+    async fn counters(&self) -> Option<ServerCounters> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
         let mut total = ServerCounters::default();
-        for endpoint in &s.endpoints {
+        for endpoint in &self.endpoints {
             let text = http.get(format!("{endpoint}/metrics")).send().await.ok()?.text().await.ok()?;
-            let metric = |name: &str| -> Option<f64> {
-                text.lines().find_map(|line| {
-                    let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-                    rest.split_whitespace().next()?.parse().ok()
-                })
-            };
+            let metric = |name: &str| metric_value(&text, name);
             total.fsyncs += metric("synod_fsyncs_total")?;
             total.fsync_seconds += metric("synod_fsync_seconds_total")?;
-            total.records_persisted += metric("synod_records_persisted_total")?;
+            total.records_persisted =
+                Some(total.records_persisted.unwrap_or(0.0) + metric("synod_records_persisted_total")?);
             total.decided_upto = total.decided_upto.max(metric("synod_decided_upto")?);
             let add = |sum: Option<f64>, name: &str| Some(sum.unwrap_or(0.0) + metric(name)?);
             total.batches_proposed = add(total.batches_proposed, "synod_batches_proposed_total");
@@ -252,26 +300,39 @@ impl System {
 
 impl Session {
     pub(super) async fn find_leader(&self) {
-        let Session::Synod(client) = self;
-        let _ = client.discover_leader().await;
+        match self {
+            Session::Synod(client) => {
+                let _ = client.discover_leader().await;
+            }
+            // The etcd sessions were made on the leader's endpoint already.
+            #[cfg(feature = "etcd")]
+            Session::Etcd(_) => {}
+        }
     }
 
     /// Runs one request; `Err` names the kind of failure, for the error counts.
     pub(super) async fn execute(&self, op: Op) -> Result<(), String> {
-        let Session::Synod(client) = self;
-        match op {
-            Op::Put { key, value } => client.put(&key, &value).await.map(drop).map_err(error_kind),
-            Op::Get { key } => client.get(&key, false).await.map(drop).map_err(error_kind),
-            Op::Transfer(transfer) => {
-                let reply = client.transfer(transfer).await.map_err(error_kind)?;
-                (reply.result == "ok").then_some(()).ok_or(format!("transfer_{}", reply.result))
-            }
-            Op::TransferBatch(transfers) => {
-                let reply = client.transfer_batch(transfers).await.map_err(error_kind)?;
-                match reply.results.iter().find(|r| r.result != "ok") {
-                    None => Ok(()),
-                    Some(bad) => Err(format!("transfer_{}", bad.result)),
-                }
+        match self {
+            Session::Synod(client) => execute_synod(client, op).await,
+            #[cfg(feature = "etcd")]
+            Session::Etcd(session) => session.execute(op).await,
+        }
+    }
+}
+
+async fn execute_synod(client: &Client, op: Op) -> Result<(), String> {
+    match op {
+        Op::Put { key, value } => client.put(&key, &value).await.map(drop).map_err(error_kind),
+        Op::Get { key } => client.get(&key, false).await.map(drop).map_err(error_kind),
+        Op::Transfer(transfer) => {
+            let reply = client.transfer(transfer).await.map_err(error_kind)?;
+            (reply.result == "ok").then_some(()).ok_or(format!("transfer_{}", reply.result))
+        }
+        Op::TransferBatch(transfers) => {
+            let reply = client.transfer_batch(transfers).await.map_err(error_kind)?;
+            match reply.results.iter().find(|r| r.result != "ok") {
+                None => Ok(()),
+                Some(bad) => Err(format!("transfer_{}", bad.result)),
             }
         }
     }
