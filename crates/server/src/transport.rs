@@ -5,6 +5,17 @@
 //! Links are fair-loss by design (seed 002): a full send queue or a broken connection
 //! drops messages, and the protocol's retransmissions make up for it. Reconnection uses
 //! capped exponential backoff with full jitter (seed 001's thundering herd).
+//!
+//! A partition that drops packets silently leaves both ends of a connection "established"
+//! while TCP retransmits with an exponential backoff that reaches seconds: after the
+//! partition heals, the link would stay mute until the next retransmission, and a
+//! leader killed in that window could not be replaced because its survivors did not hear
+//! each other (seen by `synod nemesis`: 3-7 s without a leader instead of 0.5 s). So an
+//! outbound connection whose data stays unacknowledged for [`PEER_USER_TIMEOUT`] is
+//! dropped (`TCP_USER_TIMEOUT`) and redialled within [`RECONNECT_CAP_MS`]; heartbeats
+//! keep data in flight, so a dead link is found within that time. Inbound connections
+//! use TCP keepalive with the same bound, so the reader of a connection whose sender is
+//! gone (its reset lost in the partition) ends instead of lingering.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +33,23 @@ use tokio::sync::mpsc;
 /// Frames waiting for one peer's connection at most; more are dropped (fair-loss).
 pub const PEER_QUEUE_FRAMES_MAX: usize = 4096;
 const RECONNECT_BASE_MS: u64 = 50;
-const RECONNECT_CAP_MS: u64 = 2_000;
+const RECONNECT_CAP_MS: u64 = 500;
+/// Sent data unacknowledged this long means the link is dead (see the module docs). Well
+/// above a loaded machine's round trip, well below an election timeout's multiple.
+const PEER_USER_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// A connection attempt that takes longer is abandoned and retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// Bounds how long a peer connection can stay silently broken (module docs).
+fn bound_dead_link(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_tcp_user_timeout(Some(PEER_USER_TIMEOUT));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_millis(500))
+        .with_interval(Duration::from_millis(500))
+        .with_retries(3);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+}
 
 /// The first frame of every connection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,7 +121,8 @@ async fn peer_connection(
 ) {
     let mut attempt: u32 = 0;
     loop {
-        let stream = match TcpStream::connect(addr.as_str()).await {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await;
+        let stream = match connected.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
             Ok(stream) => stream,
             Err(error) => {
                 attempt = attempt.saturating_add(1);
@@ -110,6 +138,7 @@ async fn peer_connection(
         attempt = 0;
         stats.connects.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        bound_dead_link(&stream);
         tracing::info!(%peer, %addr, "connected");
         let mut writer = BufWriter::new(stream);
         let hello = wire::encode(cluster_id, &Hello { from: me });
@@ -148,6 +177,7 @@ pub async fn serve_inbound<C: Payload>(
     loop {
         let Ok((stream, remote)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
+        bound_dead_link(&stream);
         let deliver = deliver.clone();
         let stats = stats.clone();
         let members = members.clone();
