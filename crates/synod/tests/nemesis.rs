@@ -169,3 +169,32 @@ fn a_planted_stale_read_bug_is_caught_as_a_linearizability_violation() {
     );
     assert!(!report.passed);
 }
+
+/// The corrupted-disk case: a node is stopped, bytes in its log or checkpoint are
+/// flipped, and it is restarted. It must report the damage, repair from its peers, vote
+/// again, and the bank's final audit must find every acknowledged transfer applied once.
+#[test]
+fn a_corrupted_disk_is_detected_and_repaired_from_peers_without_losing_acknowledged_writes() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut config = RunConfig::new(SYNOD.into(), WorkloadKind::Bank, out_dir("corrupt"));
+    config.duration = Duration::from_secs(30);
+    config.seed = 14;
+    config.clients = 6;
+    config.nemeses = vec![FaultKind::Corrupt];
+    config.timing = short_timing();
+    let report = run(&config);
+    let repaired: Vec<&str> = report
+        .faults
+        .iter()
+        .filter_map(|f| f.note.as_deref())
+        .filter(|note| note.contains("damage detected at restart") && note.contains("repaired from peers"))
+        .collect();
+    clean_up(&config, !report.passed || repaired.is_empty());
+    assert!(!repaired.is_empty(), "no damaged node was detected and repaired: {:?}", report.faults);
+    let audit = report.checks.iter().find(|c| c.checker.starts_with("bank final audit")).expect("audited");
+    assert_eq!(audit.verdict, "pass", "{}", audit.detail);
+    assert!(report.passed, "the corrupt run failed its checks");
+}
