@@ -151,6 +151,25 @@ impl<C, O> Ready<C, O> {
         (self.messages, self.outputs)
     }
 
+    /// Takes this batch's phase-2a `Accept`s out so that they leave **before** its
+    /// records are durable: the leader writes its own vote while the followers write
+    /// theirs, so a slot waits for one fsync in turn rather than two (Raft §10.2.1 does
+    /// the same for the leader's log write). Safe because an `Accept` reports nothing
+    /// durable of this node: its ballot rests on promises made durable in phase 1, here
+    /// and at the peers, and `decided_upto` only prompts a catch-up. This node's own vote,
+    /// in this batch, is counted by its commander at once, but the decision it enables
+    /// needs a peer's reply, which comes in a later input: that `Ready` is released only
+    /// after this one, so no decision leaves before the vote behind it is synced. A crash
+    /// before the sync loses an unsent vote: the peers' votes alone decide nothing more
+    /// than Paxos allows.
+    pub fn take_accepts(&mut self) -> Vec<Envelope<C>> {
+        let (accepts, rest) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|envelope| matches!(envelope.message, Message::Accept { .. }));
+        self.messages = rest;
+        accepts
+    }
+
     /// For the simulator's planted `skip-persist` bug only: hands out the messages without
     /// proof of durability. Never call this from a real driver.
     #[doc(hidden)]

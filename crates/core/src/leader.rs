@@ -253,6 +253,36 @@ impl<C: Payload> Leader<C> {
         }
     }
 
+    /// Closes slots below `accepted_upto` that an acceptor reports a vote in but this
+    /// leader never proposed: a vote cast for an earlier ballot by an acceptor outside
+    /// our phase-1 quorum. Such a slot was not chosen (our phase-1 quorum saw nothing in
+    /// it, since every slot from `next_slot` on was empty there), but left open it keeps
+    /// the log's horizon ahead of its decided prefix forever when no commands come, and a
+    /// node recovering from lost storage waits for that horizon (`recovery`). A no-op
+    /// under our ballot is safe for the same reason as the gap-filling no-ops of `adopt`.
+    /// Bounded by the window.
+    #[allow(clippy::too_many_arguments)]
+    pub fn close_orphans(
+        &mut self,
+        accepted_upto: Slot,
+        slot_out: Slot,
+        window_slots: u64,
+        acceptors: &Acceptors,
+        now: Time,
+        out: &mut Vec<Envelope<C>>,
+    ) {
+        if !self.active {
+            return;
+        }
+        self.next_slot = self.next_slot.max(slot_out);
+        let end = accepted_upto.min(slot_out + window_slots);
+        while self.next_slot < end {
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            self.spawn_commander(slot, Value::Noop, slot_out, acceptors, now, out);
+        }
+    }
+
     pub fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) -> LeaderEvent<C> {
         if ballot != self.ballot || !self.active {
             return LeaderEvent::Nothing;

@@ -300,7 +300,12 @@ impl<S: StateMachine> Node<S> {
     /// every write acknowledged before `now`, and no other leader can have decided
     /// anything since. `None`: order the read through the log instead.
     pub fn lease_read_index(&self, now: Time) -> Option<Slot> {
-        let leased = now < self.lease_until || self.bugs.stale_read;
+        if self.bugs.stale_read && self.leader.is_active() {
+            // The planted bug: no lease, and no wait for the slots in flight either, so a
+            // deposed leader answers at once from whatever it has applied.
+            return Some(self.replica.slot_out());
+        }
+        let leased = now < self.lease_until;
         (self.leader.is_active() && leased).then(|| self.leader.next_slot())
     }
 
@@ -454,6 +459,19 @@ impl<S: StateMachine> Node<S> {
                 self.count_lease_vote(from, round, &status);
                 self.on_recovery_report(from, round, &status);
                 self.maybe_catch_up(now, from, status.decided_upto);
+                if status.accepted_upto > self.leader.next_slot() && self.leader.is_active() {
+                    let (acceptors, mut out) = (self.acceptors(), Vec::new());
+                    let (slot_out, window) = (self.replica.slot_out(), self.options.window_slots);
+                    self.leader.close_orphans(
+                        status.accepted_upto,
+                        slot_out,
+                        window,
+                        &acceptors,
+                        now,
+                        &mut out,
+                    );
+                    self.send_all(out);
+                }
             }
             Message::Forward { commands } => {
                 for command in commands {

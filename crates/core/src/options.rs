@@ -119,7 +119,7 @@ pub struct PlantedBugs {
     /// A node that regains leadership proposes with its new ballot without running
     /// phase 1 first, so it never learns what earlier ballots accepted.
     pub stale_ballot: bool,
-    /// A node that believes it is the active leader serves reads locally without
-    /// checking its lease: a deposed leader answers with stale data.
+    /// A node that believes it is the active leader serves reads at once from what it has
+    /// applied, without checking its lease: a deposed leader answers with stale data.
     pub stale_read: bool,
 }

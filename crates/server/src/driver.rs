@@ -178,6 +178,12 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn persist_and_release(&mut self, mut ready: Ready<S::Command, S::Output>) {
+        // Phase-2a Accepts leave first: the followers write their votes while we write ours
+        // (`Ready::take_accepts` says why this is safe). Every later turn starts after
+        // this one's sync, so the decisions their replies enable rest on a synced vote.
+        for envelope in ready.take_accepts() {
+            self.outbound.send(envelope.to, &envelope.message);
+        }
         // Decisions alone are written now and synced with the next vote: the cluster keeps
         // them (see `Ready::release_written`), and the commit path saves an fsync.
         let decisions_only = !ready.holds_votes() && ready.checkpoint.is_none() && !ready.repaired;

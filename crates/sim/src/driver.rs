@@ -5,7 +5,8 @@
 //! disk, and releases the messages and outputs only once the disk says those records
 //! are synced. Readies are released in order, so a message never overtakes the records of
 //! an earlier input either. A `Ready`'s checkpoint is durable with its records, at the
-//! same fsync. The planted `skip-fsync-before-ack` bug breaks exactly this.
+//! same fsync. The one exception is the core's: phase-2a Accepts leave at once
+//! (`Ready::take_accepts`). The planted `skip-fsync-before-ack` bug breaks exactly this.
 
 use rand::Rng;
 use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persisted, Record, Status};
@@ -112,6 +113,12 @@ impl<W: Workload> World<W> {
                     self.fail(Outcome::Safety(violation));
                 }
             }
+        }
+        // Phase-2a Accepts leave at once, before this batch is written, as the server sends
+        // them (`Ready::take_accepts`); the rest waits for the fsync.
+        let accepts = ready.take_accepts();
+        if !accepts.is_empty() {
+            self.dispatch(i, accepts, Vec::new());
         }
         // The records stay in the `Ready` until it is written: `holds_votes` reads them.
         let votes = ready.holds_votes();

@@ -147,8 +147,8 @@ fn a_planted_stale_read_bug_is_caught_as_a_linearizability_violation() {
             Fault::Partition { shape: Shape::IsolateLeader, order: vec![0, 1, 2] },
         ],
     };
-    // Each wake-up is a race (the woken leader steps down within an election timeout,
-    // and a write it takes first makes later reads wait for the log): six of them.
+    // Each wake-up is a race (the woken leader steps down within an election timeout, and
+    // a read must reach it before that): six of them.
     config.schedule = Some((0..6).map(|k| false_leader(3_000 + 5_500 * k)).collect());
 
     // The control: the same schedule against correct servers passes, so what the second
