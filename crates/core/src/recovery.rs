@@ -25,7 +25,10 @@
 //! - **it has decided every slot below the highest `decided_upto` and `accepted_upto`
 //!   they report.** A value chosen with our forgotten vote is accepted at the other
 //!   members of `Q`, which are among those that answered, so its slot is below that
-//!   horizon; once decided here it is reported as decided in every later promise.
+//!   horizon; once decided here it is reported as decided in every later promise. A
+//!   vote beyond the leader's next slot (cast for an earlier ballot, never chosen) would
+//!   hold the horizon up until new commands fill its slot, so the leader closes such
+//!   slots with no-ops as soon as a heartbeat reports them (`Leader::close_orphans`).
 //!
 //! The cost: a damaged node stays out while any other member is down. That is the honest
 //! price of lost storage. With a majority intact the cluster keeps running meanwhile;
