@@ -29,3 +29,13 @@ fn a_restarted_leader_that_its_followers_still_follow_leads_again_seed_7521() {
 fn an_elected_leader_preempted_by_a_higher_ballot_takes_over_again_seed_6184() {
     passes(6184);
 }
+
+/// Five nodes, disks lost and damaged. After healing, n2 recovers from lost storage: all
+/// four others answered, and it must decide up to horizon 8, but every node has applied
+/// 7. Slot 7 holds a vote that an acceptor cast for an earlier ballot, outside the phase-1
+/// quorum of the leader n1, whose next slot is 7: with no more commands the slot stays
+/// open and n2 never votes again (liveness). The leader now closes such slots with no-ops.
+#[test]
+fn a_recovering_node_is_not_held_up_by_an_orphan_vote_beyond_the_leaders_next_slot_seed_25350() {
+    passes(25350);
+}
