@@ -422,13 +422,24 @@ impl<'a> Run<'a> {
                 if server.state != State::Down {
                     return None;
                 }
+                // Where this start's lines begin in the node's log (appended across starts).
+                let log_from = std::fs::metadata(&server.log).map_or(0, |m| m.len());
                 match server.start(&self.config.binary) {
-                    // The damage must be found at start (`recovering` in the status).
+                    // The damage must be found at start: `recovering` in the status or, if
+                    // the node repaired before we asked (it can take well under a second),
+                    // the damage report in its log.
                     Ok(()) if fault.kind() == FaultKind::Corrupt => {
                         let recovering = server.status().and_then(|s| s.get("recovering").cloned());
+                        let logged = || {
+                            std::fs::read(&server.log).ok().is_some_and(|log| {
+                                let since = &log[(log_from as usize).min(log.len())..];
+                                String::from_utf8_lossy(since).contains("storage damage found")
+                            })
+                        };
                         Some(match recovering {
                             Some(r) if !r.is_null() => "damage detected at restart".to_string(),
-                            _ => "restarted without reporting damage (repaired already, or not found)".into(),
+                            _ if logged() => "damage detected at restart (in its log)".to_string(),
+                            _ => "restarted without reporting damage".into(),
                         })
                     }
                     Ok(()) => None,
