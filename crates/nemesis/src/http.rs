@@ -123,7 +123,9 @@ fn parse_reply(raw: &[u8]) -> Option<Reply> {
     Some(Reply { status, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+/// Decodes an HTTP/1.1 chunked body (`None` if malformed). Also used by the CLI's test
+/// harness, which speaks the same minimal HTTP.
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;

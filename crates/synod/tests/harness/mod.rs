@@ -114,24 +114,9 @@ fn parse_reply(raw: &[u8]) -> Option<Reply> {
     let mut body = raw[split + 4..].to_vec();
     let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
     if chunked {
-        body = dechunk(&body)?;
+        body = synod_nemesis::http::dechunk(&body)?;
     }
     Some(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Reply> {
