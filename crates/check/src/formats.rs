@@ -1,6 +1,6 @@
 //! History file formats: our JSON lines, Jepsen's etcd logs, and Jepsen's key-value EDN
 //! maps (the two Jepsen formats as redistributed with Porcupine; see
-//! `shared/testdata/README.md`).
+//! `testdata/README.md`).
 //!
 //! Every parser returns events plus, for each event, the 1-based source line it came from,
 //! so that a history that does not pair up can still be reported by file line. Events read

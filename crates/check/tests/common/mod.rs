@@ -9,13 +9,13 @@ use std::time::Duration;
 use synod_check::formats::{self, Format};
 use synod_check::{analyze, Analysis, CheckOptions, ModelKind};
 
-/// `$SYNOD_TESTDATA` if set, else `shared/testdata` beside the repository (CI checks the
-/// repository out with `shared/` next to it).
+/// `$SYNOD_TESTDATA` if set, else the repository's own `testdata/` (vendored with its
+/// licence notice, so a clone of the repository alone runs every test).
 pub fn testdata_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SYNOD_TESTDATA") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
 
 /// One set of histories: its directory, format, model and options.
