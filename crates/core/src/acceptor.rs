@@ -9,6 +9,10 @@ use crate::message::Message;
 use crate::state_machine::Payload;
 use crate::types::{Ballot, PValue, Slot, Value};
 
+/// An Accept that names a ballot and slot already accepted with another value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConflictingAccept;
+
 /// An acceptor's state: the highest ballot promised and the pvalues accepted in slots
 /// that its replica has not yet seen decided.
 #[derive(Debug)]
@@ -56,25 +60,30 @@ impl<C: Payload> Acceptor<C> {
     }
 
     /// p2a. Accepts `pvalue` unless a higher ballot was promised. A retransmitted Accept
-    /// for a pvalue already accepted is answered without writing anything again.
-    pub fn on_accept(&mut self, pvalue: PValue<C>) -> (Option<Record<C>>, Message<C>) {
+    /// for a pvalue already accepted is answered without writing anything again. An
+    /// Accept for a ballot and slot already accepted with *another* value is refused
+    /// (`Err`, nothing changes): one ballot proposes one value per slot, so only a
+    /// sender that lies about its ballot can send it, and a peer's lie must not stop us.
+    pub fn on_accept(
+        &mut self,
+        pvalue: PValue<C>,
+    ) -> Result<(Option<Record<C>>, Message<C>), ConflictingAccept> {
         let (ballot, slot) = (pvalue.ballot, pvalue.slot);
         if ballot < self.promised {
-            return (None, Message::Nack { ballot, promised: self.promised });
+            return Ok((None, Message::Nack { ballot, promised: self.promised }));
         }
-        self.promised = ballot;
         let record = match self.accepted.get(&slot) {
-            Some(existing) if existing.ballot == ballot => {
-                // One ballot proposes one value per slot (the leader's proposals map).
-                assert_eq!(existing.value, pvalue.value, "two values for one ballot and slot");
-                None
+            Some(existing) if existing.ballot == ballot && existing.value != pvalue.value => {
+                return Err(ConflictingAccept);
             }
+            Some(existing) if existing.ballot == ballot => None,
             _ => {
                 self.accepted.insert(slot, pvalue.clone());
                 Some(Record::Accepted { pvalue })
             }
         };
-        (record, Message::Accepted { ballot, slot })
+        self.promised = ballot;
+        Ok((record, Message::Accepted { ballot, slot }))
     }
 
     /// The node's replica decided every slot below `decided_upto`: those pvalues are no
@@ -131,7 +140,7 @@ mod tests {
         let (record, reply) = acceptor.on_prepare(ballot(4, 1), 0, 0, vec![]);
         assert_eq!(record, None);
         assert_eq!(reply, Message::Nack { ballot: ballot(4, 1), promised: ballot(5, 2) });
-        let (record, reply) = acceptor.on_accept(pvalue(ballot(4, 1), 0));
+        let (record, reply) = acceptor.on_accept(pvalue(ballot(4, 1), 0)).unwrap();
         assert_eq!(record, None);
         assert_eq!(reply, Message::Nack { ballot: ballot(4, 1), promised: ballot(5, 2) });
     }
@@ -150,11 +159,22 @@ mod tests {
     #[test]
     fn acceptor_does_not_rewrite_a_retransmitted_accept() {
         let mut acceptor = Acceptor::<u32>::new(Ballot::ZERO);
-        let (first, _) = acceptor.on_accept(pvalue(ballot(1, 1), 7));
-        let (second, reply) = acceptor.on_accept(pvalue(ballot(1, 1), 7));
+        let (first, _) = acceptor.on_accept(pvalue(ballot(1, 1), 7)).unwrap();
+        let (second, reply) = acceptor.on_accept(pvalue(ballot(1, 1), 7)).unwrap();
         assert!(first.is_some());
         assert_eq!(second, None);
         assert_eq!(reply, Message::Accepted { ballot: ballot(1, 1), slot: 7 });
+    }
+
+    #[test]
+    fn acceptor_refuses_a_second_value_for_one_ballot_and_slot_and_keeps_the_first() {
+        let mut acceptor = Acceptor::<u32>::new(Ballot::ZERO);
+        let first = PValue { ballot: ballot(1, 1), slot: 3, value: Value::Batch(vec![]) };
+        let _ = acceptor.on_accept(first.clone()).unwrap();
+        assert_eq!(acceptor.on_accept(pvalue(ballot(1, 1), 3)), Err(ConflictingAccept));
+        let (_, reply) = acceptor.on_prepare(ballot(2, 2), 0, 0, vec![]);
+        let Message::Promise { accepted, .. } = reply else { panic!("expected a promise") };
+        assert_eq!(accepted, vec![first]);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!    this batch is durable (the node finished recovering from lost storage).
 //! 2. Only then call [`Ready::release`] with the [`Persisted`] token the storage gives back,
 //!    and send the messages and deliver the outputs it returns.
+//! 3. After each sync, tell the node with `Node::handle_persisted` (and take its `Ready`
+//!    again, like after any input): a vote, this node's own included, counts only once
+//!    durable, so every decision rests on a quorum of durable votes.
 //!
 //! **NO MESSAGE MAY BE SENT AND NO OUTPUT DELIVERED BEFORE THE RECORDS OF ITS `Ready` ARE
 //! DURABLE.** A promise, an accepted vote or an acknowledged command that a crash can take
@@ -72,6 +75,11 @@ impl Persisted {
     /// The storage synced every record with a log sequence number up to `lsn`.
     pub fn through(lsn: u64) -> Persisted {
         Persisted { lsn }
+    }
+
+    /// The last durable log sequence number.
+    pub fn lsn(self) -> u64 {
+        self.lsn
     }
 }
 
@@ -135,10 +143,12 @@ impl<C, O> Ready<C, O> {
     /// Hands out the messages and outputs of a batch that holds **decisions only**, once
     /// its records are written (in order, after every earlier batch) but before they are
     /// synced. Safe because a decision is a fact the cluster keeps, not a promise of ours:
-    /// the value is durable at a quorum of acceptors (our own included, whose `Accepted`
-    /// record was synced before it voted), so a crash that loses the record loses nothing
-    /// but a catch-up. It saves one fsync on the commit path of every slot. A batch with a
-    /// checkpoint or the repaired flag is synced and released with [`Ready::release`].
+    /// every vote it rests on is durable at its acceptor — a peer sends `Accepted` only
+    /// after its record is synced, and this node's own acceptor's vote reaches its
+    /// commander only through `Node::handle_persisted` — so a crash that loses the record
+    /// loses nothing but a catch-up. It saves one fsync on the commit path of every slot.
+    /// A batch with a checkpoint or the repaired flag is synced and released with
+    /// [`Ready::release`].
     pub fn release_written(self, written: Persisted) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
         assert!(!self.holds_votes(), "a batch with votes must be synced before release");
         assert!(self.checkpoint.is_none() && !self.repaired, "checkpoints and repairs are synced");
@@ -154,14 +164,17 @@ impl<C, O> Ready<C, O> {
     /// Takes this batch's phase-2a `Accept`s out so that they leave **before** its
     /// records are durable: the leader writes its own vote while the followers write
     /// theirs, so a slot waits for one fsync in turn rather than two (Raft §10.2.1 does
-    /// the same for the leader's log write). Safe because an `Accept` reports nothing
-    /// durable of this node: its ballot rests on promises made durable in phase 1, here
-    /// and at the peers, and `decided_upto` only prompts a catch-up. This node's own vote,
-    /// in this batch, is counted by its commander at once, but the decision it enables
-    /// needs a peer's reply, which comes in a later input: that `Ready` is released only
-    /// after this one, so no decision leaves before the vote behind it is synced. A crash
-    /// before the sync loses an unsent vote: the peers' votes alone decide nothing more
-    /// than Paxos allows.
+    /// the same for the leader's log write). Safe because an `Accept` reveals nothing that
+    /// rests on an unsynced record: its ballot rests on promises made durable in phase 1,
+    /// here and at the peers, and its `decided_upto` counts only decisions, each of which
+    /// rests on a quorum of durable votes (this node's own vote counts only once durable,
+    /// `Node::handle_persisted`). A crash before the sync loses an unsent vote that nobody
+    /// counted: the peers' votes alone decide nothing more than Paxos allows.
+    ///
+    /// Counting our own vote at once instead breaks this (simulator seed 1008524): the
+    /// decision it completes is released once written, the crash takes the vote back, and
+    /// a later leader whose phase-1 quorum misses the other voter chooses another value.
+    /// The planted bug `own-vote-early` brings that rule back; the simulator catches it.
     pub fn take_accepts(&mut self) -> Vec<Envelope<C>> {
         let (accepts, rest) = std::mem::take(&mut self.messages)
             .into_iter()

@@ -240,7 +240,10 @@ impl Election {
             return event;
         }
         if self.quorum_connected && now >= self.backoff_until && self.may_lead {
-            let ballot = self.ballot_max.next_for(self.id);
+            // The round space ends only where forged ballots pushed it (see
+            // `Ballot::ROUND_JUMP_MAX`): then this node cannot lead, but a peer with a
+            // higher id still can.
+            let Some(ballot) = self.ballot_max.next_for(self.id) else { return event };
             self.observe(ballot);
             self.leader = Some(ballot);
             return ElectionEvent::TakeOver(ballot);

@@ -34,11 +34,12 @@ pub mod wire;
 
 pub use effects::{DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record, Rejection};
 pub use message::{Heartbeat, Message};
-pub use node::{Node, PeerView, Status};
+pub use node::{Node, PeerView, Refusal, Refusals, Status};
 pub use options::{Options, PlantedBugs};
 pub use recovery::RecoveryView;
 pub use snapshot::Snapshot;
 pub use state_machine::{Payload, SnapshotError, StateMachine};
 pub use types::{
     Ballot, ClientId, Command, Configuration, NodeId, PValue, Slot, Time, Value, EPHEMERAL_CLIENT_BIT,
+    SLOT_MAX,
 };

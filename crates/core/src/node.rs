@@ -13,19 +13,24 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::acceptor::Acceptor;
-use crate::effects::{DurableState, Envelope, LogEntry, Output, Ready, Record};
+use crate::effects::{DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record};
 use crate::election::{Election, ElectionEvent};
 use crate::leader::{Acceptors, Leader, LeaderEvent, Promise};
-use crate::message::{Heartbeat, Message};
+use crate::message::Message;
 use crate::options::{Options, PlantedBugs};
 use crate::recovery::{Recovery, RecoveryView};
-use crate::replica::{AppliedCommand, Replica};
+use crate::replica::{AppliedCommand, Learned, Replica};
 use crate::requester::Requester;
 use crate::snapshot::{Served, Snapshot, Transfer};
 use crate::state_machine::StateMachine;
 use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
 
+mod lease;
 mod state_transfer;
+mod validate;
+
+use lease::{LeaseGrant, LeaseRound};
+pub use validate::{Refusal, Refusals};
 
 /// A snapshot of a node's view, for status pages and the simulator's checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +69,8 @@ pub struct Status {
     pub snapshots_installed: u64,
     /// Each peer as last heard: its decided prefix and how long ago (µs) it answered.
     pub peers: Vec<PeerView>,
+    /// Messages from peers refused since the node started (see `Refusal`).
+    pub refusals: Refusals,
 }
 
 /// A peer as this node last heard it.
@@ -96,13 +103,20 @@ pub struct Node<S: StateMachine> {
     outputs: Vec<Output<S::Output>>,
     /// Messages to this node itself, handled before the input returns.
     local: VecDeque<Message<Cmd<S>>>,
+    /// Our acceptor's `Accepted` replies to our own commanders, each waiting until the
+    /// records through its lsn are durable (`handle_persisted`).
+    own_votes: VecDeque<(u64, Message<Cmd<S>>)>,
+    /// Every record through this lsn is durable, as the driver last said.
+    durable_lsn: u64,
+    /// Messages from peers refused by `check_claims` or by a role, by reason.
+    refusals: Refusals,
     next_tick: Time,
     /// When this node last asked a peer for missed decisions (once per round at most).
     catch_up_sent_at: Option<Time>,
     /// The lease this node granted: it promises no ballot of another node until then.
     lease_grant: LeaseGrant,
     /// As leader: the round whose answers count toward a lease, and who granted it.
-    lease_round: (u64, Time),
+    lease_round: LeaseRound,
     lease_votes: BTreeSet<NodeId>,
     /// As leader: reads may be served without the log until this time.
     lease_until: Time,
@@ -133,14 +147,6 @@ pub struct Node<S: StateMachine> {
     round_base: u64,
 }
 
-/// A lease this node granted (C6). `holder: None` refuses everyone: after a restart the
-/// node may have granted a lease it no longer remembers, so it waits one lease out.
-#[derive(Clone, Copy, Debug)]
-struct LeaseGrant {
-    holder: Option<NodeId>,
-    until: Time,
-}
-
 impl<S: StateMachine> Node<S> {
     /// Starts a node from what its storage recovered (`DurableState::default()` for a
     /// new node). The state machine is rebuilt by applying the decided prefix of the log.
@@ -168,7 +174,7 @@ impl<S: StateMachine> Node<S> {
             match entry {
                 LogEntry::Accepted { ballot, value } => acceptor.restore(PValue { ballot, slot, value }),
                 LogEntry::Decided(value) if slot >= replica.slot_out() => {
-                    replica.on_decision(slot, value);
+                    let _ = replica.on_decision(slot, value);
                 }
                 LogEntry::Decided(_) => {} // In the checkpoint already.
             }
@@ -203,10 +209,13 @@ impl<S: StateMachine> Node<S> {
             outbox: Vec::new(),
             outputs: Vec::new(),
             local: VecDeque::new(),
+            own_votes: VecDeque::new(),
+            durable_lsn: 0,
+            refusals: Refusals::default(),
             next_tick: now,
             catch_up_sent_at: None,
             lease_grant: LeaseGrant { holder: None, until: now.plus_millis(options.lease_ms) },
-            lease_round: (0, now),
+            lease_round: LeaseRound { round: 0, started: now },
             lease_votes: BTreeSet::new(),
             lease_until: now,
             elections_started: 0,
@@ -291,22 +300,8 @@ impl<S: StateMachine> Node<S> {
             compacted_upto: self.replica.compacted_upto(),
             snapshots_installed: self.snapshots_installed,
             peers: Vec::new(),
+            refusals: self.refusals.clone(),
         }
-    }
-
-    /// A linearizable read without the log (leader lease, C6). If this node is the active
-    /// leader and holds a lease at `now`, returns the read index: once `applied_upto`
-    /// reaches it (and the `Ready`s up to now are released), the state machine reflects
-    /// every write acknowledged before `now`, and no other leader can have decided
-    /// anything since. `None`: order the read through the log instead.
-    pub fn lease_read_index(&self, now: Time) -> Option<Slot> {
-        if self.bugs.stale_read && self.leader.is_active() {
-            // The planted bug: no lease, and no wait for the slots in flight either, so a
-            // deposed leader answers at once from whatever it has applied.
-            return Some(self.replica.slot_out());
-        }
-        let leased = now < self.lease_until;
-        (self.leader.is_active() && leased).then(|| self.leader.next_slot())
     }
 
     /// When the node next needs `handle_timeout`.
@@ -357,12 +352,37 @@ impl<S: StateMachine> Node<S> {
 
     /// A message arrived from `from`.
     pub fn handle_message(&mut self, now: Time, from: NodeId, message: Message<Cmd<S>>) {
-        if !self.configuration.contains(from) {
-            return; // Not a member: ignore (the transport logs it).
+        if let Err(reason) = self.check_claims(from, &message) {
+            self.refusals.count(reason, from, message.kind());
+            return;
         }
         self.last_now = now;
         self.step(now, from, message);
         self.drain_local(now);
+    }
+
+    /// The storage made every record through `persisted` durable. Call after each sync
+    /// (and take the `Ready`, like after any input): this node's own votes count only
+    /// now, so that every decision it makes rests on a quorum of durable votes (see
+    /// [`Ready::take_accepts`] for why that matters).
+    pub fn handle_persisted(&mut self, now: Time, persisted: Persisted) {
+        self.durable_lsn = self.durable_lsn.max(persisted.lsn());
+        self.last_now = now;
+        while self.own_votes.front().is_some_and(|(lsn, _)| *lsn <= self.durable_lsn) {
+            let (_, message) = self.own_votes.pop_front().expect("peeked");
+            self.local.push_back(message);
+        }
+        self.drain_local(now);
+    }
+
+    /// True if an input left effects that `take_ready` has not taken yet (for a driver
+    /// that loops on `handle_persisted` without another input).
+    pub fn has_ready(&self) -> bool {
+        !(self.persist.is_empty() && self.outbox.is_empty() && self.outputs.is_empty())
+            || self.dispatch_pending
+            || self.propose_pending
+            || self.checkpoint_pending.is_some()
+            || self.repaired_pending
     }
 
     /// The deadline returned by `poll_timeout` has passed.
@@ -398,7 +418,17 @@ impl<S: StateMachine> Node<S> {
 
     fn send(&mut self, to: NodeId, message: Message<Cmd<S>>) {
         if to == self.id {
-            self.local.push_back(message);
+            // Our acceptor's vote reaches our commander only once it is durable, like any
+            // peer's: records through `lsn` hold it (and everything before it).
+            let lsn = self.lsn + self.persist.len() as u64;
+            if matches!(message, Message::Accepted { .. })
+                && lsn > self.durable_lsn
+                && !self.bugs.own_vote_early
+            {
+                self.own_votes.push_back((lsn, message));
+            } else {
+                self.local.push_back(message);
+            }
         } else {
             self.outbox.push(Envelope { to, message });
         }
@@ -445,11 +475,11 @@ impl<S: StateMachine> Node<S> {
                 let event = self.leader.on_nack(ballot, promised);
                 self.on_leader_event(now, event);
             }
-            Message::Decision { slot, value } => self.on_decision(slot, value),
+            Message::Decision { slot, value } => self.on_decision(from, slot, value),
             Message::HeartbeatRequest { round } => {
                 let mut status = self.election.heartbeat(self.replica.slot_out());
                 status.accepted_upto = self.acceptor.accepted_upto();
-                status.lease = self.grant_lease(now, from);
+                status.lease = self.grant_lease_to_peer(now, from);
                 self.send(from, Message::HeartbeatReply { round, status });
             }
             Message::HeartbeatReply { round, status } => {
@@ -492,7 +522,7 @@ impl<S: StateMachine> Node<S> {
             }
             Message::Decisions { from_slot, values } => {
                 for (i, value) in values.into_iter().enumerate() {
-                    self.on_decision(from_slot + i as u64, value);
+                    self.on_decision(from, from_slot + i as u64, value);
                 }
             }
             Message::SnapshotNeeded { compacted_upto, .. } => {
@@ -502,41 +532,6 @@ impl<S: StateMachine> Node<S> {
             Message::SnapshotChunk { last_slot, total_bytes, checksum, offset, bytes } => {
                 self.on_snapshot_chunk(now, from, last_slot, total_bytes, checksum, offset, &bytes)
             }
-        }
-    }
-
-    /// Grants `from` a lease if we follow it as leader and hold no live grant to another
-    /// node (never two holders at once).
-    fn grant_lease(&mut self, now: Time, from: NodeId) -> bool {
-        if self.recovery.is_some() {
-            return false; // A recovering node grants nothing (see `recovery`).
-        }
-        let follows = self.election.leader().is_some_and(|b| b.leader == from);
-        let free = self.lease_grant.until <= now || self.lease_grant.holder == Some(from);
-        if !(follows && free) {
-            return false;
-        }
-        self.lease_grant = LeaseGrant { holder: Some(from), until: now.plus_millis(self.options.lease_ms) };
-        true
-    }
-
-    /// As leader: a granted lease from a follower of our ballot, answering the round
-    /// we sent at `lease_round.1`. A majority (us included) extends our lease.
-    fn count_lease_vote(&mut self, from: NodeId, round: u64, status: &Heartbeat) {
-        let ours = self.leader.is_active() && status.leader == Some(self.leader.ballot());
-        if !(ours && status.lease && round == self.lease_round.0) {
-            return;
-        }
-        self.lease_votes.insert(from);
-        if self.lease_votes.len() + 1 < self.configuration.quorum() {
-            return;
-        }
-        let until = self.lease_round.1.plus_micros(self.options.lease_leader_us());
-        self.lease_until = self.lease_until.max(until);
-        // Our own acceptor is part of the majority: it too refuses other leaders meanwhile.
-        if self.lease_grant.holder == Some(self.id) || self.lease_grant.until <= self.lease_round.1 {
-            let until = self.lease_grant.until.max(self.lease_round.1.plus_millis(self.options.lease_ms));
-            self.lease_grant = LeaseGrant { holder: Some(self.id), until };
         }
     }
 
@@ -569,8 +564,17 @@ impl<S: StateMachine> Node<S> {
             self.maybe_catch_up(now, from, decided_upto);
             return;
         }
+        if pvalue.slot >= self.replica.slot_out().saturating_add(self.options.slots_ahead_max()) {
+            // Too far ahead of what we decided: no vote until we have caught up (see
+            // `Options::slots_ahead_max`); the leader retransmits.
+            self.maybe_catch_up(now, from, decided_upto);
+            return;
+        }
         self.on_ballot_seen(now, pvalue.ballot);
-        let (record, reply) = self.acceptor.on_accept(pvalue);
+        let Ok((record, reply)) = self.acceptor.on_accept(pvalue) else {
+            self.refusals.count(Refusal::ConflictingAccept, from, "accept");
+            return;
+        };
         self.persist.extend(record);
         self.send(from, reply);
         self.maybe_catch_up(now, from, decided_upto);
@@ -586,9 +590,22 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    fn on_decision(&mut self, slot: Slot, value: Value<Cmd<S>>) {
-        if slot < self.replica.slot_out() || !self.replica.on_decision(slot, value.clone()) {
-            return; // Known already.
+    fn on_decision(&mut self, from: NodeId, slot: Slot, value: Value<Cmd<S>>) {
+        let ahead = slot >= self.replica.slot_out().saturating_add(self.options.slots_ahead_max());
+        if ahead && from != self.id {
+            return; // Learned later, by catch-up (see `Options::slots_ahead_max`).
+        }
+        match self.replica.on_decision(slot, value.clone()) {
+            Learned::New => {}
+            Learned::Known => return,
+            // Two values for one slot. Without authenticated peers a forged decision that
+            // came first cannot be told from a broken invariant of ours, so this is never
+            // a panic a peer could trigger: the second value is refused and counted (the
+            // server logs it as an error, the simulator fails the seed with both values).
+            Learned::Conflict(_) => {
+                self.refusals.count(Refusal::ConflictingDecision, from, "decision");
+                return;
+            }
         }
         self.persist.push(Record::Decided { slot, value });
         self.leader.on_decided(slot);
@@ -637,7 +654,7 @@ impl<S: StateMachine> Node<S> {
         let leading = self.leader.is_leading().then(|| self.leader.ballot());
         let (event, round) = self.election.on_round(now, &mut self.rng, leading);
         // Answers to this round may extend our lease, measured from now.
-        self.lease_round = (round, now);
+        self.lease_round = LeaseRound { round, started: now };
         self.lease_votes.clear();
         match event {
             ElectionEvent::Steady => {}

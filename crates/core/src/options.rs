@@ -72,6 +72,16 @@ impl Default for Options {
 }
 
 impl Options {
+    /// How far beyond its decided prefix a node votes for or learns a slot. A leader
+    /// proposes within `window_slots` of its own prefix and followers trail it by about
+    /// that, so sixteen windows leave room to spare; a node further behind ignores
+    /// Accepts and Decisions until it has caught up. This bounds every slot an honest
+    /// acceptor holds a vote in (and so every Promise: see `Node::check_claims`), so that a
+    /// vote forged at a far slot can never make a new leader fill 2^62 slots with no-ops.
+    pub fn slots_ahead_max(&self) -> u64 {
+        self.window_slots.saturating_mul(16)
+    }
+
     /// How long after sending a heartbeat round a leader may rely on the lease a
     /// majority granted in answer to it, in microseconds of its own clock: the grant
     /// lasts `lease_ms` on the grantor's clock from receipt, which is at least
@@ -122,4 +132,7 @@ pub struct PlantedBugs {
     /// A node that believes it is the active leader serves reads at once from what it has
     /// applied, without checking its lease: a deposed leader answers with stale data.
     pub stale_read: bool,
+    /// The leader's commander counts its own acceptor's vote before it is durable, so a
+    /// decision (released once written) can rest on a vote that a crash takes back.
+    pub own_vote_early: bool,
 }

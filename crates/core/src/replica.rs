@@ -134,6 +134,14 @@ pub struct Replica<S: StateMachine> {
     sessions: Sessions<S::Output>,
 }
 
+/// What a replica made of a decision (see [`Replica::on_decision`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Learned<C> {
+    New,
+    Known,
+    Conflict(Value<C>),
+}
+
 impl<S: StateMachine> Replica<S> {
     pub fn new(state_machine: S, sessions_max: usize) -> Self {
         Replica {
@@ -162,15 +170,20 @@ impl<S: StateMachine> Replica<S> {
         self.decisions.contains_key(&slot)
     }
 
-    /// Learns a decision. Returns false if the slot was already known decided (the
-    /// first decision stands; two different values would be a broken Paxos invariant,
-    /// which the simulator's agreement checker reports).
-    pub fn on_decision(&mut self, slot: Slot, value: Value<S::Command>) -> bool {
-        if self.decisions.contains_key(&slot) {
-            return false;
+    /// Learns a decision. A slot known decided with the same value is `Known`; with
+    /// another value it is a `Conflict` carrying the value this replica holds (two values
+    /// decided for one slot: the caller decides whether that is a broken invariant of its
+    /// own or a peer's false claim). Slots compacted into a snapshot count as known.
+    pub fn on_decision(&mut self, slot: Slot, value: Value<S::Command>) -> Learned<S::Command> {
+        match self.decisions.get(&slot) {
+            Some(existing) if *existing == value => Learned::Known,
+            Some(existing) => Learned::Conflict(existing.clone()),
+            None if slot < self.slot_out => Learned::Known,
+            None => {
+                self.decisions.insert(slot, value);
+                Learned::New
+            }
         }
-        self.decisions.insert(slot, value);
-        true
     }
 
     /// Applies every decided slot from `slot_out` on, in order (PMMC's `perform`).
@@ -219,12 +232,14 @@ impl<S: StateMachine> Replica<S> {
 
     /// Replaces the applied state with `snapshot` (state transfer, or a restart from a
     /// checkpoint). Decisions it covers are dropped; later ones stay for `apply_decided`.
-    /// An error leaves the replica unusable: the caller stops (a verified snapshot that
-    /// does not restore is a bug, not a fault to retry).
+    /// An error leaves the replica as it was: the sessions are decoded aside first, and
+    /// a state machine's `restore` keeps its state on error.
     pub fn install(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         assert!(snapshot.slot_out() > self.slot_out, "installing a snapshot that is not newer");
+        let mut sessions = Sessions::new(self.sessions.sessions_max);
+        sessions.restore(&snapshot.sessions)?;
         self.state_machine.restore(&snapshot.state)?;
-        self.sessions.restore(&snapshot.sessions)?;
+        self.sessions = sessions;
         self.slot_out = snapshot.slot_out();
         self.decisions = self.decisions.split_off(&self.slot_out);
         self.compacted_upto = self.slot_out;

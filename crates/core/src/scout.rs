@@ -80,8 +80,9 @@ impl<C: Clone> Scout<C> {
         }
         self.promised += 1;
         for pvalue in accepted {
-            // An acceptor that promised our ballot accepted nothing above it.
-            assert!(pvalue.ballot <= self.ballot, "an acceptor accepted above the ballot it promised");
+            // An acceptor that promised our ballot accepted nothing above it (the node
+            // refuses a Promise that says otherwise before it gets here).
+            debug_assert!(pvalue.ballot <= self.ballot, "an acceptor accepted above the ballot it promised");
             match self.pvalues.get(&pvalue.slot) {
                 Some(existing) if existing.ballot >= pvalue.ballot => {}
                 _ => {
@@ -111,12 +112,6 @@ impl<C: Clone> Scout<C> {
             decided_upto: self.decided_upto,
             ahead: self.ahead,
         })
-    }
-
-    /// An acceptor refused our ballot because it promised `promised`.
-    pub fn on_nack(&mut self, promised: Ballot) -> ScoutEvent<C> {
-        assert!(promised > self.ballot);
-        ScoutEvent::Preempted(promised)
     }
 }
 

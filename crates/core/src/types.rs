@@ -18,6 +18,11 @@ impl fmt::Display for NodeId {
 /// A position in the replicated log. Slot 0 is the first command.
 pub type Slot = u64;
 
+/// No slot reaches this: 2^62 slots are 146,000 years at a million slots a second. A
+/// message naming a slot beyond it is refused at the door (`validate`), so that slot
+/// arithmetic on what peers report (`slot + 1`, `from_slot + i`) can never overflow.
+pub const SLOT_MAX: Slot = 1 << 62;
+
 /// A ballot number (PMMC §3): a round and the leader that owns it, ordered
 /// lexicographically so that two leaders never share a ballot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -30,9 +35,29 @@ impl Ballot {
     /// The ballot below every real ballot: nothing has been promised yet.
     pub const ZERO: Ballot = Ballot { round: 0, leader: NodeId(0) };
 
-    /// The smallest ballot owned by `leader` that is above `self`.
-    pub fn next_for(self, leader: NodeId) -> Ballot {
-        Ballot { round: self.round + 1, leader }
+    /// How far above every ballot a node has seen a ballot from a peer may lie. Honest
+    /// nodes move one round per election above the highest ballot they heard of, so a
+    /// node lags the cluster by at most the elections it missed: 2^24 is 58 days of
+    /// back-to-back elections at one every 300 ms. A ballot further ahead can only be
+    /// forged or garbage, and is refused (`Node::handle_message`): were it promised, the
+    /// round space could be exhausted and no leader could be elected again. A sender
+    /// that speaks as a member can still raise rounds by this much per frame accepted,
+    /// so exhausting 2^64 rounds would take 2^40 accepted forgeries.
+    pub const ROUND_JUMP_MAX: u64 = 1 << 24;
+
+    /// A ballot owned by `leader` above `self`: the next round, or in the last round a
+    /// higher node id of it. `None` once neither exists (reachable only by ballots forged
+    /// around the jump bound).
+    pub fn next_for(self, leader: NodeId) -> Option<Ballot> {
+        match self.round.checked_add(1) {
+            Some(round) => Some(Ballot { round, leader }),
+            None => (leader > self.leader).then_some(Ballot { round: self.round, leader }),
+        }
+    }
+
+    /// True if `self` lies no more than [`Ballot::ROUND_JUMP_MAX`] rounds above `known`.
+    pub fn within_reach_of(self, known: Ballot) -> bool {
+        self.round <= known.round.saturating_add(Ballot::ROUND_JUMP_MAX)
     }
 }
 

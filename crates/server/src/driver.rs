@@ -23,6 +23,9 @@ use crate::transport::Outbound;
 
 /// Inputs drained into one sync at most: bounds the latency a burst adds.
 pub const INPUTS_PER_SYNC_MAX: usize = 4096;
+/// Readies taken in one turn at most: after a sync the node may have more to do (its own
+/// votes count once durable), but a turn must end for new inputs to be read.
+const READIES_PER_TURN_MAX: usize = 4;
 /// Client calls waiting for their output at most; more are refused with Busy.
 pub const WAITERS_MAX: usize = 65_536;
 
@@ -123,6 +126,8 @@ impl<S: StateMachine> Driver<S> {
         loop {
             let now = self.now();
             let deadline = self.node.poll_timeout().unwrap_or(now.plus_millis(100));
+            // Work left by the last turn's bound on Readies is taken at once.
+            let deadline = if self.node.has_ready() { now } else { deadline };
             let wait = Duration::from_micros(deadline.saturating_sub(now));
             let mut stop = false;
             match inputs.recv_timeout(wait) {
@@ -141,8 +146,17 @@ impl<S: StateMachine> Driver<S> {
                 self.node.handle_timeout(now);
             }
             // One Ready for the whole turn: its commands share one batch and one sync.
-            let ready = self.node.take_ready();
-            self.persist_and_release(ready);
+            let mut ready = self.node.take_ready();
+            for _ in 0..READIES_PER_TURN_MAX {
+                // Once synced, our own votes count (`Node::handle_persisted`): with a quorum
+                // of one, or a peer's vote already in, that decides a slot at once.
+                let Some(lsn) = self.persist_and_release(ready) else { break };
+                self.node.handle_persisted(self.now(), Persisted::through(lsn));
+                if !self.node.has_ready() {
+                    break;
+                }
+                ready = self.node.take_ready();
+            }
             if stop {
                 tracing::info!("protocol thread stopped");
                 return;
@@ -177,7 +191,9 @@ impl<S: StateMachine> Driver<S> {
         false
     }
 
-    fn persist_and_release(&mut self, mut ready: Ready<S::Command, S::Output>) {
+    /// Persists and releases one `Ready`; returns the lsn through which every record is
+    /// now durable if it synced (a batch of decisions alone is only written).
+    fn persist_and_release(&mut self, mut ready: Ready<S::Command, S::Output>) -> Option<u64> {
         // Phase-2a Accepts leave first: the followers write their votes while we write ours
         // (`Ready::take_accepts` says why this is safe). Every later turn starts after
         // this one's sync, so the decisions their replies enable rest on a synced vote.
@@ -192,7 +208,8 @@ impl<S: StateMachine> Driver<S> {
                 fatal(&format!("write-ahead log append failed: {error}"));
             }
         }
-        if !ready.persist.is_empty() && !decisions_only {
+        let synced = !ready.persist.is_empty() && !decisions_only;
+        if synced {
             if let Err(error) = self.wal.sync() {
                 // Never retry an fsync and carry on: the kernel may have dropped the pages
                 // (the "fsyncgate" lesson). Stop; recovery will tell what survived.
@@ -267,6 +284,7 @@ impl<S: StateMachine> Driver<S> {
         stats.turns += 1;
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();
+        synced.then_some(lsn)
     }
 }
 

@@ -14,7 +14,7 @@ use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persist
 use crate::clients::ClientAction;
 use crate::trace::{describe_message, kind};
 use crate::workload::{Cmd, Out, Workload};
-use crate::world::{Ev, Phase, Release, World};
+use crate::world::{CrashTrap, Ev, Phase, Release, World};
 use crate::{Bug, Outcome};
 
 impl<W: Workload> World<W> {
@@ -95,6 +95,12 @@ impl<W: Workload> World<W> {
         let status = node.status();
         let became_leader = status.is_leader && !slot.was_leader;
         slot.was_leader = status.is_leader;
+        if let Some((reason, from, kind)) = status.refusals.last.filter(|_| status.refusals.total() > 0) {
+            // No simulated peer lies, so a refused message is a bug of ours.
+            let reason = reason.name();
+            self.fail(Outcome::Safety(format!("n{} refused a {kind} from {from}: {reason}", i + 1)));
+        }
+        let slot = &mut self.nodes[i];
         let installed = status.snapshots_installed - slot.snapshots_seen;
         slot.snapshots_seen = status.snapshots_installed;
         self.faults.snapshots_installed += installed;
@@ -165,12 +171,19 @@ impl<W: Workload> World<W> {
                     )
                 });
                 if votes {
-                    if let Some(down_us) = self.nodes[i].crash_trap_us.take() {
+                    if let Some(CrashTrap { down_us, late }) = self.nodes[i].crash_trap.take() {
                         // Inside the fsync window (the vote dies with the process, unsent),
                         // or right after the fsync returned and the vote left: then only a
                         // disk fault can take it back, and recovery must make up for it.
+                        // Inside the window, at once or at its last instant: by then the
+                        // Accepts that left early may have brought votes back, and whatever
+                        // this node did with them must not outlive its own lost vote.
                         let after_release = self.rng_storage.gen_bool(self.params.crash_after_release);
-                        let at = if after_release { done_at } else { now };
+                        let at = match (after_release, late) {
+                            (true, _) => done_at,
+                            (false, true) => done_at.saturating_sub(1).max(now),
+                            (false, false) => now,
+                        };
                         self.push(at, Ev::CrashNow { node: i, incarnation, down_us });
                     }
                 }
@@ -188,8 +201,23 @@ impl<W: Workload> World<W> {
     }
 
     /// Releases, in order, every waiting `Ready` whose batch is synced, or that needs no
-    /// fsync of its own (decisions only, or nothing to write).
+    /// fsync of its own (decisions only, or nothing to write); then tells the node what
+    /// is durable, as the server does after each sync (its own votes count from then on).
     pub(crate) fn release_synced(&mut self, i: usize) {
+        self.release_waiting(i);
+        let slot = &mut self.nodes[i];
+        let synced = slot.disk.synced_lsn();
+        if slot.node.is_none() || slot.paused.is_some() || synced <= slot.persisted_told {
+            return;
+        }
+        slot.persisted_told = synced;
+        let local = self.local_now(i);
+        let node = self.nodes[i].node.as_mut().expect("checked above");
+        node.handle_persisted(local, Persisted::through(synced));
+        self.after_input(i);
+    }
+
+    fn release_waiting(&mut self, i: usize) {
         loop {
             let slot = &mut self.nodes[i];
             match slot.waiting.front() {
@@ -337,6 +365,7 @@ impl<W: Workload> World<W> {
         slot.node = Some(node);
         slot.timer_at_us = None;
         slot.snapshots_seen = 0;
+        slot.persisted_told = 0;
         self.after_input(i);
         self.arm_timer(i);
     }

@@ -109,6 +109,9 @@ pub struct SwarmParams {
     /// Probability that an armed crash (see `crash_in_fsync_window`, pivots) strikes
     /// right after the node's vote left rather than inside its fsync window.
     pub crash_after_release: f64,
+    /// Probability that a pivot's crash inside the fsync window strikes at its last
+    /// instant, when replies to the Accepts that left early may be in, rather than at once.
+    pub crash_late_in_window: f64,
     /// Probability that a disk fault strikes a crashed node before it restarts (during
     /// the fault phase, and only while no other node is damaged: see `World::restart`).
     pub disk_fault: f64,
@@ -208,6 +211,10 @@ impl SwarmParams {
             Some(_) => 0.0,
             None => rng.gen_range(0.0..0.5),
         };
+        let crash_late_in_window = match options.bug {
+            Some(crate::Bug::OwnVoteEarly) => 1.0,
+            _ => rng.gen_range(0.0..0.5),
+        };
         SwarmParams {
             nodes,
             workload,
@@ -234,6 +241,7 @@ impl SwarmParams {
             segment_records,
             torn_writes,
             crash_after_release,
+            crash_late_in_window,
             disk_fault,
         }
     }
@@ -266,6 +274,7 @@ impl SwarmParams {
             segment_records: 64,
             torn_writes: false,
             crash_after_release: 0.0,
+            crash_late_in_window: 0.0,
             disk_fault: 0.0,
         }
     }

@@ -154,15 +154,19 @@ pub enum Bug {
     /// A node whose storage is damaged boots without `recover_from_peers`: it votes at
     /// once with the promises and votes it lost.
     VoteWhileRecovering,
+    /// The leader counts its own vote before it is durable: with Accepts sent early and
+    /// decisions released once written, a crash can take back a vote a decision rested on.
+    OwnVoteEarly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::SkipFsyncBeforeAck,
         Bug::SmallQuorum,
         Bug::StaleBallot,
         Bug::StaleRead,
         Bug::VoteWhileRecovering,
+        Bug::OwnVoteEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +176,7 @@ impl Bug {
             Bug::StaleBallot => "stale-ballot",
             Bug::StaleRead => "stale-read",
             Bug::VoteWhileRecovering => "vote-while-recovering",
+            Bug::OwnVoteEarly => "own-vote-early",
         }
     }
 }

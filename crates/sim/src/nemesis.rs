@@ -7,7 +7,7 @@ use crate::disk::DiskFault;
 use crate::faults::{draw_partition, pick_target};
 use crate::network::{LinkParams, Partition};
 use crate::workload::{Cmd, Workload};
-use crate::world::{Ev, Input, Phase, Pivot, World};
+use crate::world::{CrashTrap, Ev, Input, Phase, Pivot, World};
 
 impl<W: Workload> World<W> {
     pub(crate) fn set_partition(&mut self, partition: Partition) {
@@ -32,6 +32,7 @@ impl<W: Workload> World<W> {
         let loss = slot.disk.crash(torn);
         slot.waiting.clear();
         slot.snapshots_seen = 0;
+        slot.persisted_told = 0;
         slot.lease_reads.clear();
         slot.inbox.clear();
         slot.paused = None;
@@ -86,23 +87,28 @@ impl<W: Workload> World<W> {
     /// proposals form a majority without the leader. A correct node's vote survives the
     /// crash and the new leader learns it in phase 1; a vote that was sent but not
     /// durable is gone, and a second value can be chosen.
+    ///
+    /// Half the time the pivot is the leader itself: its own vote is the one at stake
+    /// (its Accepts leave before that vote is durable), and after the crash it joins the
+    /// f nodes that never saw its proposals, to form a majority without its followers.
     pub(crate) fn start_pivot(&mut self, leader: usize) {
         let n = self.nodes.len();
         let mut others: Vec<usize> = (0..n)
-            .filter(|&i| i != leader && self.nodes[i].node.is_some() && self.nodes[i].crash_trap_us.is_none())
+            .filter(|&i| i != leader && self.nodes[i].node.is_some() && self.nodes[i].crash_trap.is_none())
             .collect();
         others.shuffle(&mut self.rng_nemesis);
         let quorum = n / 2 + 1;
         if others.len() < quorum - 1 {
             return;
         }
-        let pivot = others[0];
+        let pivot = if self.rng_nemesis.gen_bool(0.5) { leader } else { others[0] };
         let mut side: Vec<usize> = others[..quorum - 1].to_vec();
         side.push(leader);
         side.sort_unstable();
         self.set_partition(Partition::Split { side: side.clone() });
         let down_us = self.rng_nemesis.gen_range(10_000..=300_000);
-        self.nodes[pivot].crash_trap_us = Some(down_us);
+        let late = self.rng_nemesis.gen_bool(self.params.crash_late_in_window);
+        self.nodes[pivot].crash_trap = Some(CrashTrap { down_us, late });
         self.trace_line(|| format!("nemesis: pivot n{} will crash inside its next fsync window", pivot + 1));
         self.pivot = Some(Pivot { node: pivot, side, token: self.partition_token });
     }
@@ -154,7 +160,7 @@ impl<W: Workload> World<W> {
         let down = self
             .nodes
             .iter()
-            .filter(|s| s.node.is_none() || s.paused.is_some() || s.crash_trap_us.is_some())
+            .filter(|s| s.node.is_none() || s.paused.is_some() || s.crash_trap.is_some())
             .count();
         match ev {
             Ev::Crash | Ev::Pause if self.phase != Phase::Faults => {}
@@ -162,14 +168,14 @@ impl<W: Workload> World<W> {
             Ev::Crash => {
                 let rate = self.params.crash.expect("scheduled only when enabled");
                 let candidates: Vec<usize> = (0..n)
-                    .filter(|&i| self.nodes[i].node.is_some() && self.nodes[i].crash_trap_us.is_none())
+                    .filter(|&i| self.nodes[i].node.is_some() && self.nodes[i].crash_trap.is_none())
                     .collect();
                 if down < self.params.down_max {
                     let leader = self.leader();
                     if let Some(i) = pick_target(&mut self.rng_nemesis, &self.params, leader, &candidates) {
                         let down_us = rate.duration(&mut self.rng_nemesis);
                         if self.rng_nemesis.gen_bool(self.params.crash_in_fsync_window) {
-                            self.nodes[i].crash_trap_us = Some(down_us);
+                            self.nodes[i].crash_trap = Some(CrashTrap { down_us, late: false });
                             self.trace_line(|| {
                                 format!("nemesis: n{} will crash inside its next fsync window", i + 1)
                             });
@@ -254,7 +260,7 @@ impl<W: Workload> World<W> {
         self.trace_line(|| "phase: heal (restart, resume, reconnect; links reliable)".to_string());
         self.pivot = None;
         for i in 0..self.nodes.len() {
-            self.nodes[i].crash_trap_us = None;
+            self.nodes[i].crash_trap = None;
             if self.nodes[i].node.is_none() {
                 self.restart(i);
             } else if self.nodes[i].paused.is_some() {

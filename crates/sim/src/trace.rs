@@ -118,12 +118,13 @@ pub(crate) fn describe_message<C: std::fmt::Debug>(message: &Message<C>) -> Stri
         Message::Decision { slot, value } => format!("decision slot={slot} value={}", describe(value)),
         Message::HeartbeatRequest { round } => format!("heartbeat-request round={round}"),
         Message::HeartbeatReply { round, status } => format!(
-            "heartbeat-reply round={round} ballot_max={} leader={} quorum_connected={} happy={} decided_upto={}",
+            "heartbeat-reply round={round} ballot_max={} leader={} quorum_connected={} happy={} decided_upto={} lease={}",
             status.ballot_max,
             status.leader.map_or_else(|| "-".to_string(), |b| b.to_string()),
             status.quorum_connected,
             status.happy,
-            status.decided_upto
+            status.decided_upto,
+            status.lease
         ),
         Message::Forward { commands } => {
             let ids: Vec<String> = commands.iter().map(|c| format!("{}:{}", c.client_id, c.seq)).collect();

@@ -144,13 +144,25 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     /// The earliest timer event in the queue for this incarnation.
     pub(crate) timer_at_us: Option<u64>,
     pub(crate) was_leader: bool,
-    /// Crash right after the next input that writes records; then stay down this long.
-    pub(crate) crash_trap_us: Option<u64>,
+    /// Crash inside the fsync window of the next input that writes a vote.
+    pub(crate) crash_trap: Option<CrashTrap>,
     /// Reads served under the leader's lease, waiting for their read index to be applied
     /// and every earlier `Ready` to be released: (read index, command).
     pub(crate) lease_reads: Vec<(u64, Command<S::Command>)>,
     /// The node's `Status::snapshots_installed` as last counted (per incarnation).
     pub(crate) snapshots_seen: u64,
+    /// The synced lsn this incarnation of the node was last told of (`handle_persisted`).
+    pub(crate) persisted_told: u64,
+}
+
+/// An armed crash (see `NodeSlot::crash_trap`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CrashTrap {
+    /// How long the node then stays down.
+    pub down_us: u64,
+    /// Strike at the last instant of the fsync window, when replies to the Accepts that
+    /// left early may be in, rather than at once.
+    pub late: bool,
 }
 
 /// A `Ready` taken from a node, waiting to be released.
@@ -273,8 +285,9 @@ impl<W: Workload> World<W> {
                     clock: Clock { offset_us: rng_clock.gen_range(0..10_000_000), rate_ppm },
                     timer_at_us: None,
                     was_leader: false,
-                    crash_trap_us: None,
+                    crash_trap: None,
                     snapshots_seen: 0,
+                    persisted_told: 0,
                 }
             })
             .collect();
@@ -348,6 +361,7 @@ impl<W: Workload> World<W> {
             small_quorum: self.bug == Some(Bug::SmallQuorum),
             stale_ballot: self.bug == Some(Bug::StaleBallot),
             stale_read: self.bug == Some(Bug::StaleRead),
+            own_vote_early: self.bug == Some(Bug::OwnVoteEarly),
         }
     }
 

@@ -56,3 +56,11 @@ fn stale_read_is_caught() {
 fn vote_while_recovering_is_caught() {
     assert_caught(Bug::VoteWhileRecovering);
 }
+
+/// The leader counts its own vote before it is durable: with Accepts sent early and
+/// decisions released once written, a crash takes back a vote that a released decision
+/// rested on, and another value is chosen in that slot.
+#[test]
+fn own_vote_early_is_caught() {
+    assert_caught(Bug::OwnVoteEarly);
+}

@@ -39,3 +39,26 @@ fn an_elected_leader_preempted_by_a_higher_ballot_takes_over_again_seed_6184() {
 fn a_recovering_node_is_not_held_up_by_an_orphan_vote_beyond_the_leaders_next_slot_seed_25350() {
     passes(25350);
 }
+
+/// Three nodes, crashes with torn writes, partitions. n1 leads with ballot 3.1, cut off
+/// from n2; it writes its own vote for slot 61 (synced only later), n3's vote arrives and
+/// n1 decides slot 61 at once, counting its own unsynced vote, and releases the decision
+/// once written; then it crashes and loses that vote. n2 later gathers promises from n1
+/// and itself, neither holding a vote for slot 61, and decides another value there
+/// (agreement). A node's own vote now counts only once durable
+/// (`Node::handle_persisted`); the planted bug `own-vote-early` brings the old rule back.
+#[test]
+fn a_leader_decides_nothing_on_its_own_vote_before_that_vote_is_durable_seed_1008524() {
+    passes(1_008_524);
+}
+
+/// Three nodes, partitions only, a chained one: n1 cut from n2, both reach n3. n2 leads
+/// with ballot 1.2. n3 promises n1's ballot 2.1 (its lease to n2 had run out), n1 becomes
+/// the active leader and acknowledges a delete; meanwhile n3's election still follows
+/// 1.2 and grants n2 a fresh lease, so n2 answers a lease read with the value from before
+/// the delete (linearizability). A node that promised a higher ballot now grants no lease
+/// to a lower one (`synod_core::node::lease`).
+#[test]
+fn a_follower_that_promised_a_new_leader_grants_the_old_one_no_lease_seed_1002989() {
+    passes(1_002_989);
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Node;
+use super::{Node, Refusal};
 use crate::message::{Heartbeat, Message};
 use crate::snapshot::{ChunkOutcome, Served, Snapshot, Transfer};
 use crate::state_machine::StateMachine;
@@ -140,11 +140,11 @@ impl<S: StateMachine> Node<S> {
         if snapshot.slot_out() <= self.replica.slot_out() {
             return; // We caught up from the log meanwhile.
         }
-        if let Err(error) = self.replica.install(&snapshot) {
-            panic!(
-                "snapshot through slot {} from {} does not restore: {error}",
-                snapshot.last_slot, transfer.from
-            );
+        if self.replica.install(&snapshot).is_err() {
+            // The checksum held, so the sender made it so: a peer's claim, refused (the
+            // replica is unchanged). The next `SnapshotNeeded` may try another peer.
+            self.refusals.count(Refusal::BadSnapshot, transfer.from, "snapshot-chunk");
+            return;
         }
         self.snapshots_installed += 1;
         self.acceptor.forget_below(self.replica.slot_out());
