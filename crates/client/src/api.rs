@@ -14,6 +14,13 @@ pub const LEADER_HEADER: &str = "synod-leader";
 /// Header carrying the request's sequence number within its session (1, 2, 3, ...).
 pub const SEQ_HEADER: &str = "synod-seq";
 
+/// The error code of a 409 for a `(synod-client-id, synod-seq)` pair that already carried
+/// a different request: nothing of this request was applied.
+pub const SESSION_CONFLICT_CODE: &str = "session_conflict";
+/// The error code of a 409 for a sequence number older than the session's last: this
+/// attempt applied nothing, and the reply of an earlier request under it is gone.
+pub const SESSION_EXPIRED_CODE: &str = "session_expired";
+
 /// Every error body: a stable machine code and a human message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -24,7 +31,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// One of: `bad_request`, `key_too_large`, `value_too_large`, `body_too_large`,
     /// `batch_too_large`, `not_found`, `no_quorum`, `busy`, `timeout`, `session_expired`,
-    /// `internal`.
+    /// `session_conflict`, `internal`.
     pub code: String,
     pub message: String,
 }

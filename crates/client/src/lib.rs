@@ -30,6 +30,11 @@ pub const DEFAULT_ENDPOINTS: [&str; 3] =
 pub enum Error {
     /// The server refused the request (4xx): nothing was changed.
     Rejected { status: u16, code: String, message: String },
+    /// The call's session pair (client id and sequence number) had already carried a
+    /// different request (HTTP 409 `session_conflict`): nothing of this call was applied,
+    /// and the cluster keeps the first request's reply for that pair. A [`Client`] takes a
+    /// fresh sequence number for every call, so this means another client uses its id.
+    SessionConflict { message: String },
     /// No node could serve the call within the retry budget. A mutating call may or may
     /// not have been applied (retrying it later with the same client is safe).
     Unavailable { attempts: u32, last: String },
@@ -39,6 +44,9 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Rejected { status, code, message } => write!(f, "{message} ({code}, HTTP {status})"),
+            Error::SessionConflict { message } => {
+                write!(f, "session conflict: {message} ({SESSION_CONFLICT_CODE}, HTTP 409)")
+            }
             Error::Unavailable { attempts, last } => {
                 write!(f, "no node answered after {attempts} attempts (last: {last})")
             }
@@ -161,6 +169,9 @@ impl Client {
             let (code, message) = body
                 .map(|b| (b.error.code, b.error.message))
                 .unwrap_or_else(|| ("internal".into(), format!("HTTP {status}")));
+            if status == StatusCode::CONFLICT && code == SESSION_CONFLICT_CODE {
+                return Err(Error::SessionConflict { message });
+            }
             if status.is_client_error() {
                 return Err(Error::Rejected { status: status.as_u16(), code, message });
             }
@@ -294,6 +305,65 @@ mod tests {
     fn keys_are_percent_encoded_in_paths() {
         assert_eq!(encode("a/b c"), "a%2Fb%20c");
         assert_eq!(encode("plain-key_1.x~"), "plain-key_1.x~");
+    }
+
+    /// Answers one HTTP request on a loopback port with `status` and `body`, then closes.
+    fn answer_once(status: &'static str, body: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // Read the head, then as much body as it announces.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buffer).unwrap();
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                assert!(n > 0, "the client hung up mid-request");
+            }
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).unwrap();
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_session_conflict_is_a_typed_error() {
+        let endpoint = answer_once(
+            "409 Conflict",
+            r#"{"error":{"code":"session_conflict","message":"this pair already carried a different request"}}"#,
+        );
+        let client = Client::new(vec![endpoint], Options::default());
+        let error = client.put("k", "v").await.unwrap_err();
+        assert_eq!(
+            error,
+            Error::SessionConflict { message: "this pair already carried a different request".into() }
+        );
+        assert!(error.to_string().contains("session_conflict, HTTP 409"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn other_conflicts_stay_plain_rejections() {
+        let endpoint =
+            answer_once("409 Conflict", r#"{"error":{"code":"session_expired","message":"too old"}}"#);
+        let client = Client::new(vec![endpoint], Options::default());
+        let error = client.delete("k").await.unwrap_err();
+        assert!(matches!(error, Error::Rejected { status: 409, ref code, .. } if code == "session_expired"));
     }
 
     #[test]

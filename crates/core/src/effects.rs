@@ -53,6 +53,12 @@ pub enum Rejection {
     /// The session already moved past this sequence number: the command was applied
     /// earlier and its reply is no longer cached. State is unchanged by this request.
     SessionExpired,
+    /// The session already used this sequence number for a different command (its digest
+    /// differs from the one the session cached): a client reused a `(client_id, seq)` pair
+    /// for a new request. Nothing of this command was applied; the session still holds the
+    /// first command's reply, which a true retry of it gets. TigerBeetle answers the same
+    /// case `exists_with_different_*`.
+    SessionConflict,
 }
 
 /// What a client attached to this node gets back.

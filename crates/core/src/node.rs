@@ -617,8 +617,8 @@ impl<S: StateMachine> Node<S> {
         let mut applied = Vec::new();
         self.replica.apply_decided(&mut applied);
         self.acceptor.forget_below(self.replica.slot_out());
-        for AppliedCommand { slot, client_id, seq, result } in applied {
-            if self.requester.complete(client_id, seq) {
+        for AppliedCommand { slot, client_id, seq, digest, result } in applied {
+            if self.requester.complete(client_id, seq, digest) {
                 self.outputs.push(match result {
                     Ok(output) => Output::Applied { client_id, seq, slot, output },
                     Err(reason) => Output::Rejected { client_id, seq, reason },

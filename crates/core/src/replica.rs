@@ -6,13 +6,14 @@
 //! (batching), and the [`crate::requester`] tracks what this node's clients wait for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hasher;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::effects::Rejection;
 use crate::snapshot::Snapshot;
-use crate::state_machine::{SnapshotError, StateMachine};
+use crate::state_machine::{Fnv64, SnapshotError, StateMachine};
 use crate::types::{ClientId, Command, Slot, Value, EPHEMERAL_CLIENT_BIT};
 
 /// What applying one command of a decided batch produced.
@@ -21,19 +22,76 @@ pub struct AppliedCommand<O> {
     pub slot: Slot,
     pub client_id: ClientId,
     pub seq: u64,
+    /// The [`command_digest`] of the command's operation: the requester answers a waiting
+    /// client only if this is the command it sent under `(client_id, seq)`.
+    pub digest: u64,
     pub result: Result<O, Rejection>,
 }
 
-/// One client's session: the last command applied for it and its output.
+/// A digest of a command's operation: FNV-1a (64 bit) over its postcard encoding.
+///
+/// A session keeps it beside the cached reply, so that a request under a `(client_id,
+/// seq)` pair the session already used is recognised as a retry (same digest) or as a
+/// different request (TigerBeetle answers `exists_with_different_*` there; we reject with
+/// [`Rejection::SessionConflict`]). It must be the same on every replica, in every process
+/// and in every later version, because it is stored in snapshots and decides what a
+/// command does: hence postcard (whose wire format is stable across its 1.x releases, and
+/// whose enum tags are the declaration order the log format already freezes) and FNV-1a
+/// (fully specified), never std's `DefaultHasher`, whose algorithm may change.
+///
+/// Not cryptographic: a client that crafts two of its own requests with the same digest
+/// gets the first one's reply for the second; it can confuse nobody but itself, since the
+/// pair is its own session.
+pub fn command_digest<C: Serialize>(op: &C) -> u64 {
+    /// Feeds postcard's output straight into the hash: no buffer per command.
+    struct Digest(Fnv64);
+    impl Extend<u8> for Digest {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+            for byte in bytes {
+                self.0.write_u8(byte);
+            }
+        }
+    }
+    postcard::to_extend(op, Digest(Fnv64::default())).expect("a command always encodes").0.finish()
+}
+
+/// One client's session: the last command applied for it, its digest and its output.
 #[derive(Debug, Serialize, Deserialize)]
 struct Session<O> {
+    seq: u64,
+    /// The [`command_digest`] of the command applied under `seq`. `None` only for a
+    /// session restored from a version-1 table, which did not record it (see
+    /// [`Sessions::restore`]).
+    digest: Option<u64>,
+    output: O,
+    last_slot: Slot,
+}
+
+/// A session as version 1 of the table encoded it (before digests): read, never written.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionV1<O> {
     seq: u64,
     output: O,
     last_slot: Slot,
 }
 
+/// The first bytes of every session table from version 2 on, followed by one version
+/// byte. Version 1 was the bare postcard encoding of the entries, which begins with their
+/// count as a varint; these nine bytes followed by a version byte of 2 or more are not a
+/// valid varint (they would need a tenth byte of at most 1), so no version-1 table begins
+/// with them, and a version-1 reader refuses a newer table instead of misreading it.
+const SESSIONS_TAG: [u8; 9] = [0xFF; 9];
+
+/// The session table's encoding version written by [`Sessions::encode`].
+const SESSIONS_VERSION: u8 = 2;
+
 /// Exactly-once bookkeeping. Bounded: past `sessions_max` the least recently used session
 /// is evicted, chosen by slot so that every replica evicts the same one.
+///
+/// A `(client_id, seq)` pair names one request. Its first application is cached with the
+/// command's digest; the same pair again with the same digest is a retry and gets the
+/// cached reply; the same pair with another digest is [`Rejection::SessionConflict`].
+/// Every replica applies the same log to the same table, so every replica decides alike.
 #[derive(Debug)]
 pub struct Sessions<O> {
     by_client: HashMap<ClientId, Session<O>>,
@@ -47,23 +105,65 @@ impl<O: Clone> Sessions<O> {
     }
 
     /// The table for a snapshot, in a canonical order (every replica encodes the same
-    /// sessions to the same bytes).
+    /// sessions to the same bytes): [`SESSIONS_TAG`], the version byte (2), then the
+    /// postcard encoding of the `(client, session)` entries sorted by client, each session
+    /// being its `seq`, its command digest (an option, see [`Sessions::restore`]), its
+    /// output and the slot it was last applied in.
     pub fn encode(&self) -> Vec<u8>
     where
         O: Serialize,
     {
         let mut entries: Vec<(&ClientId, &Session<O>)> = self.by_client.iter().collect();
         entries.sort_by_key(|(client, _)| **client);
-        postcard::to_allocvec(&entries).expect("sessions always encode")
+        let mut bytes = SESSIONS_TAG.to_vec();
+        bytes.push(SESSIONS_VERSION);
+        postcard::to_extend(&entries, bytes).expect("sessions always encode")
     }
 
     /// Replaces the table with one from a snapshot.
+    ///
+    /// A version-1 table (written before sessions kept digests) is read, not refused, so
+    /// that a node restarts from its own checkpoint after an upgrade: its sessions get an
+    /// unknown digest, and a request under such a session's last pair is taken for a
+    /// retry and answered with the cached reply, as version 1 did. That lasts only until
+    /// the client's next sequence number, and only for replicas that restored the old
+    /// table: one that applied the command itself knows its digest and answers
+    /// `SessionConflict` instead. The state is the same either way (neither applies the
+    /// request); only that one reply differs. A table of a version newer than this code
+    /// knows is refused.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>
     where
         O: DeserializeOwned,
     {
-        let entries: Vec<(ClientId, Session<O>)> =
-            postcard::from_bytes(bytes).map_err(|e| SnapshotError(format!("sessions: {e}")))?;
+        let entries: Vec<(ClientId, Session<O>)> = match bytes.strip_prefix(&SESSIONS_TAG[..]) {
+            Some([SESSIONS_VERSION, rest @ ..]) => {
+                let (entries, trailing) =
+                    postcard::take_from_bytes(rest).map_err(|e| SnapshotError(format!("sessions: {e}")))?;
+                if !trailing.is_empty() {
+                    return Err(SnapshotError(format!("sessions: {} trailing bytes", trailing.len())));
+                }
+                entries
+            }
+            Some([version, ..]) => {
+                return Err(SnapshotError(format!(
+                    "sessions: encoding version {version} is not {SESSIONS_VERSION} (a newer Synod wrote it)"
+                )))
+            }
+            Some([]) => return Err(SnapshotError("sessions: no version after the tag".into())),
+            None => {
+                let entries: Vec<(ClientId, SessionV1<O>)> = postcard::from_bytes(bytes)
+                    .map_err(|e| SnapshotError(format!("sessions (version 1): {e}")))?;
+                entries
+                    .into_iter()
+                    .map(|(client, s)| {
+                        (
+                            client,
+                            Session { seq: s.seq, digest: None, output: s.output, last_slot: s.last_slot },
+                        )
+                    })
+                    .collect()
+            }
+        };
         self.by_client.clear();
         self.by_age.clear();
         for (client, session) in entries {
@@ -88,11 +188,24 @@ impl<O: Clone> Sessions<O> {
         self.by_client.is_empty()
     }
 
-    /// Applies `command` through `apply` unless its session already saw it.
-    pub fn apply<C>(
+    /// Applies `command` through `apply` unless its session already saw its pair: then it
+    /// is a retry (the cached reply) or a different request under a used pair (a
+    /// conflict, nothing applied).
+    pub fn apply<C: Serialize>(
         &mut self,
         slot: Slot,
         command: &Command<C>,
+        apply: impl FnOnce(&C) -> O,
+    ) -> Result<O, Rejection> {
+        self.apply_digested(slot, command, command_digest(&command.op), apply)
+    }
+
+    /// [`Sessions::apply`] with the command's digest already computed.
+    pub(crate) fn apply_digested<C>(
+        &mut self,
+        slot: Slot,
+        command: &Command<C>,
+        digest: u64,
         apply: impl FnOnce(&C) -> O,
     ) -> Result<O, Rejection> {
         if command.client_id & EPHEMERAL_CLIENT_BIT != 0 {
@@ -103,11 +216,21 @@ impl<O: Clone> Sessions<O> {
                 return Err(Rejection::SessionExpired);
             }
             if command.seq == session.seq {
-                return Ok(session.output.clone()); // A retry: the cached reply.
+                return match session.digest {
+                    // Another request under a pair already used: answering with the cached
+                    // reply would acknowledge a write that never happened (and hand the
+                    // caller an output of another kind). Nothing is applied, and the session
+                    // keeps the first request's reply for its retries.
+                    Some(first) if first != digest => Err(Rejection::SessionConflict),
+                    // A retry: the cached reply. (An unknown digest, from a version-1
+                    // table, is taken for a retry; see `restore`.)
+                    _ => Ok(session.output.clone()),
+                };
             }
         }
         let output = apply(&command.op);
-        let session = Session { seq: command.seq, output: output.clone(), last_slot: slot };
+        let session =
+            Session { seq: command.seq, digest: Some(digest), output: output.clone(), last_slot: slot };
         if let Some(old) = self.by_client.insert(command.client_id, session) {
             self.by_age.remove(&(old.last_slot, command.client_id));
         }
@@ -192,8 +315,16 @@ impl<S: StateMachine> Replica<S> {
             let slot = self.slot_out;
             for command in value.commands() {
                 let state_machine = &mut self.state_machine;
-                let result = self.sessions.apply(slot, command, |op| state_machine.apply(op));
-                applied.push(AppliedCommand { slot, client_id: command.client_id, seq: command.seq, result });
+                let digest = command_digest(&command.op);
+                let result =
+                    self.sessions.apply_digested(slot, command, digest, |op| state_machine.apply(op));
+                applied.push(AppliedCommand {
+                    slot,
+                    client_id: command.client_id,
+                    seq: command.seq,
+                    digest,
+                    result,
+                });
             }
             self.slot_out += 1;
         }
@@ -262,7 +393,7 @@ impl<S: StateMachine> Replica<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::kv::{KvCommand, KvStore};
+    use crate::apps::kv::{KvCommand, KvOutput, KvStore};
 
     fn put(client_id: ClientId, seq: u64, key: &str) -> Command<KvCommand> {
         Command { client_id, seq, op: KvCommand::Put { key: key.into(), value: b"v".to_vec() } }
@@ -333,5 +464,149 @@ mod tests {
             0
         });
         assert!(applied);
+    }
+
+    fn kv(client_id: ClientId, seq: u64, op: KvCommand) -> Command<KvCommand> {
+        Command { client_id, seq, op }
+    }
+
+    fn put_value(key: &str, value: &str) -> KvCommand {
+        KvCommand::Put { key: key.into(), value: value.as_bytes().to_vec() }
+    }
+
+    /// Applies `commands`, one slot each, from the replica's next slot on.
+    fn apply_all(
+        replica: &mut Replica<KvStore>,
+        commands: Vec<Command<KvCommand>>,
+    ) -> Vec<Result<KvOutput, Rejection>> {
+        let mut applied = Vec::new();
+        let first = replica.slot_out();
+        for (slot, command) in (first..).zip(commands) {
+            assert_eq!(replica.on_decision(slot, Value::Batch(vec![command])), Learned::New);
+        }
+        replica.apply_decided(&mut applied);
+        applied.into_iter().map(|a| a.result).collect()
+    }
+
+    #[test]
+    fn same_pair_same_command_gets_the_cached_reply_and_applies_once() {
+        let mut replica = Replica::new(KvStore::default(), 100);
+        let results = apply_all(
+            &mut replica,
+            vec![
+                kv(7, 1, put_value("a", "1")),
+                kv(8, 1, put_value("a", "2")),
+                // Client 7's retry, after client 8's write: still the first reply, and the
+                // put is not applied again (a would be 1 again, not 2).
+                kv(7, 1, put_value("a", "1")),
+            ],
+        );
+        assert_eq!(results[0], Ok(KvOutput::Put { previous: None }));
+        assert_eq!(results[2], results[0], "a retry gets the first reply");
+        assert_eq!(
+            replica.state_machine().read(&KvCommand::Get { key: b"a".to_vec() }),
+            Some(KvOutput::Get { value: Some(b"2".to_vec()) })
+        );
+    }
+
+    #[test]
+    fn same_pair_different_command_is_a_conflict_and_changes_nothing() {
+        let mut replica = Replica::new(KvStore::default(), 100);
+        let first = apply_all(&mut replica, vec![kv(99, 1, put_value("r1", "first"))]);
+        let before = replica.state_machine().state_hash();
+        let results = apply_all(
+            &mut replica,
+            vec![
+                // A different value, then a different kind of command, under the same pair.
+                kv(99, 1, put_value("r1", "second")),
+                kv(99, 1, KvCommand::Delete { key: b"r1".to_vec() }),
+                // The first request again is still a retry with the first reply.
+                kv(99, 1, put_value("r1", "first")),
+            ],
+        );
+        assert_eq!(results[0], Err(Rejection::SessionConflict));
+        assert_eq!(results[1], Err(Rejection::SessionConflict));
+        assert_eq!(results[2], first[0]);
+        assert_eq!(replica.state_machine().state_hash(), before, "a conflict applies nothing");
+        // The session moves on normally with the next sequence number.
+        let next = apply_all(&mut replica, vec![kv(99, 2, KvCommand::Delete { key: b"r1".to_vec() })]);
+        assert_eq!(next[0], Ok(KvOutput::Delete { previous: Some(b"first".to_vec()) }));
+    }
+
+    #[test]
+    fn session_digests_survive_a_snapshot_round_trip() {
+        let mut replica = Replica::new(KvStore::default(), 100);
+        let first = apply_all(&mut replica, vec![kv(99, 1, put_value("r1", "first"))]);
+        let bytes = replica.snapshot().encode();
+        let mut restored = Replica::new(KvStore::default(), 100);
+        restored.install(&Snapshot::decode(&bytes).unwrap()).unwrap();
+        assert_eq!(restored.sessions().encode(), replica.sessions().encode());
+        let before = restored.state_machine().state_hash();
+        let results = apply_all(
+            &mut restored,
+            vec![kv(99, 1, put_value("r1", "second")), kv(99, 1, put_value("r1", "first"))],
+        );
+        assert_eq!(results, vec![Err(Rejection::SessionConflict), first[0].clone()]);
+        assert_eq!(restored.state_machine().state_hash(), before);
+    }
+
+    #[test]
+    fn a_version_1_session_table_is_read_with_unknown_digests() {
+        // The bytes a version-1 node wrote: the bare entries, without tag or digests.
+        let legacy: Vec<(ClientId, SessionV1<u32>)> = vec![
+            (3, SessionV1 { seq: 4, output: 40, last_slot: 9 }),
+            (5, SessionV1 { seq: 1, output: 10, last_slot: 2 }),
+        ];
+        let bytes = postcard::to_allocvec(&legacy).unwrap();
+        let mut sessions = Sessions::<u32>::new(10);
+        sessions.restore(&bytes).unwrap();
+        assert_eq!(sessions.len(), 2);
+        // The digest is unknown: the same pair is taken for a retry, whatever the command.
+        assert_eq!(
+            sessions.apply(10, &Command { client_id: 3, seq: 4, op: 1u8 }, |_| unreachable!()),
+            Ok(40)
+        );
+        assert_eq!(
+            sessions.apply(11, &Command { client_id: 3, seq: 3, op: 1u8 }, |_| 0),
+            Err(Rejection::SessionExpired)
+        );
+        // Re-encoded in version 2, the unknown stays unknown (nothing is invented).
+        let mut again = Sessions::<u32>::new(10);
+        again.restore(&sessions.encode()).unwrap();
+        assert_eq!(again.apply(12, &Command { client_id: 3, seq: 4, op: 2u8 }, |_| unreachable!()), Ok(40));
+        // The next sequence number records a digest as usual.
+        assert_eq!(again.apply(13, &Command { client_id: 3, seq: 5, op: 1u8 }, |_| 50), Ok(50));
+        assert_eq!(
+            again.apply(14, &Command { client_id: 3, seq: 5, op: 2u8 }, |_| 0),
+            Err(Rejection::SessionConflict)
+        );
+    }
+
+    #[test]
+    fn a_version_1_reader_refuses_a_version_2_table_and_a_newer_version_is_refused() {
+        let mut sessions = Sessions::<u32>::new(10);
+        let _ = sessions.apply(0, &Command { client_id: 1, seq: 1, op: () }, |_| 7);
+        let bytes = sessions.encode();
+        assert!(postcard::from_bytes::<Vec<(ClientId, SessionV1<u32>)>>(&bytes).is_err());
+        let mut newer = bytes.clone();
+        newer[SESSIONS_TAG.len()] = SESSIONS_VERSION + 1;
+        assert!(Sessions::<u32>::new(10).restore(&newer).is_err());
+        let empty = Sessions::<u32>::new(10).encode();
+        assert!(postcard::from_bytes::<Vec<(ClientId, SessionV1<u32>)>>(&empty).is_err());
+    }
+
+    #[test]
+    fn the_command_digest_is_stable_across_processes_and_versions() {
+        // Digests live in snapshots and decide what a command does, so they may never
+        // change: this pins FNV-1a over postcard for one command of each kind.
+        assert_eq!(command_digest(&()), 0xcbf2_9ce4_8422_2325, "FNV-1a of no bytes");
+        let pinned = [
+            command_digest(&put_value("r1", "first")),
+            command_digest(&KvCommand::Delete { key: b"r1".to_vec() }),
+        ];
+        // Computed outside Rust from postcard's specification: Put is variant 1, then the
+        // key and the value, each a varint length and its bytes; Delete is variant 2.
+        assert_eq!(pinned, [0x40ae_321b_f7b5_87a0, 0x9f17_bf90_549a_01ec]);
+        assert_ne!(command_digest(&put_value("r1", "first")), command_digest(&put_value("r1", "second")));
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Cluster;
-use synod_core::{NodeId, Output};
+use synod_core::{NodeId, Output, Rejection};
 
 #[test]
 fn three_nodes_elect_one_leader_within_a_few_election_timeouts() {
@@ -71,6 +71,54 @@ fn a_retried_command_is_applied_once() {
     let replies: Vec<_> =
         cluster.outputs.iter().filter(|(_, o)| matches!(o, Output::Applied { .. })).collect();
     assert_eq!(replies.len(), 3, "each node answers its own client: {replies:?}");
+}
+
+/// Each node's answers to its own clients: true for applied, false for a session conflict.
+fn answers(cluster: &Cluster) -> Vec<(NodeId, bool)> {
+    cluster
+        .outputs
+        .iter()
+        .map(|(node, output)| match output {
+            Output::Applied { .. } => (*node, true),
+            Output::Rejected { reason: Rejection::SessionConflict, .. } => (*node, false),
+            other => panic!("unexpected output at {node}: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_different_command_under_the_same_pair_at_another_node_gets_a_conflict_not_the_first_reply() {
+    let mut cluster = Cluster::new(3);
+    cluster.run_for(1500);
+    // One client id, one sequence number, two different commands at two nodes at once.
+    cluster.invoke(NodeId(1), 7, 1, 5);
+    cluster.invoke(NodeId(2), 7, 1, 6);
+    cluster.run_for(500);
+    let applied = cluster.applied(NodeId(1));
+    assert!(applied == vec![5] || applied == vec![6], "exactly one of the two applies: {applied:?}");
+    for id in [NodeId(2), NodeId(3)] {
+        assert_eq!(cluster.applied(id), applied);
+    }
+    // The node whose command the log took first answers it; the other node's client hears
+    // the conflict, not the other command's reply.
+    let (winner, loser) = if applied == vec![5] { (NodeId(1), NodeId(2)) } else { (NodeId(2), NodeId(1)) };
+    let mut answers = answers(&cluster);
+    answers.sort();
+    let mut expected = vec![(winner, true), (loser, false)];
+    expected.sort();
+    assert_eq!(answers, expected);
+}
+
+#[test]
+fn a_different_command_under_a_pending_pair_at_the_same_node_is_refused_at_once() {
+    let mut cluster = Cluster::new(3);
+    cluster.run_for(1500);
+    cluster.invoke(NodeId(1), 7, 1, 5);
+    cluster.invoke(NodeId(1), 7, 1, 6);
+    assert_eq!(answers(&cluster), vec![(NodeId(1), false)], "refused before anything is decided");
+    cluster.run_for(500);
+    assert_eq!(cluster.applied(NodeId(1)), vec![5], "the first command still applies, the second never");
+    assert_eq!(answers(&cluster), vec![(NodeId(1), false), (NodeId(1), true)]);
 }
 
 #[test]

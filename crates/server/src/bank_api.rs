@@ -27,8 +27,11 @@ fn bank_output(output: AppOutput) -> Result<BankOutput, ApiError> {
     }
 }
 
+/// The output is not of the kind the handler's own command produces: a bug (see
+/// `kv_api::unexpected`), logged and answered 500.
 fn unexpected() -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected output kind")
+    tracing::error!("a bank command got an output of another kind");
+    ApiError::internal("the output does not match the command (a bug; see the server log)")
 }
 
 fn result_name(result: TransferResult) -> &'static str {

@@ -17,7 +17,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use synod_client::api::{CLIENT_ID_HEADER, LEADER_HEADER, SEQ_HEADER};
 use synod_core::apps::{App, AppCommand, AppOutput};
-use synod_core::{Command, Rejection, Status, EPHEMERAL_CLIENT_BIT};
+use synod_core::{Command, Status, EPHEMERAL_CLIENT_BIT};
 use tokio::sync::oneshot;
 
 use crate::driver::{DriverStats, Input};
@@ -196,12 +196,7 @@ impl Shared {
                 self.metrics.observe_commit(started.elapsed());
                 Ok(output)
             }
-            Ok(Ok(Err(Rejection::Busy))) => Err(ApiError::unavailable("busy", "too many requests pending at this node")),
-            Ok(Ok(Err(Rejection::SessionExpired))) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "session_expired",
-                "this sequence number is older than the session's last; its reply is gone",
-            )),
+            Ok(Ok(Err(reason))) => Err(ApiError::from(reason)),
             Ok(Err(_)) => Err(ApiError::unavailable("stopping", "the node stopped; the outcome is unknown")),
             Err(Waited::QuorumLost) => Err(ApiError::unavailable(
                 "no_quorum",

@@ -53,14 +53,17 @@ fn kv_output(output: AppOutput) -> Result<KvOutput, ApiError> {
     match output {
         AppOutput::Kv(KvOutput::Invalid(error)) => Err(ApiError::bad_request(error.to_string())),
         AppOutput::Kv(output) => Ok(output),
-        AppOutput::Bank(_) => {
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "mismatched output"))
-        }
+        AppOutput::Bank(_) => Err(unexpected()),
     }
 }
 
+/// The output is not of the kind the handler's own command produces. A session answers a
+/// `(client, seq)` pair only with the output of the command it carried (a different
+/// command under a used pair is a `session_conflict`), so this is a bug, never a client's
+/// doing: it is logged and answered 500.
 fn unexpected() -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected output kind")
+    tracing::error!("a key-value command got an output of another kind");
+    ApiError::internal("the output does not match the command (a bug; see the server log)")
 }
 
 pub async fn get(

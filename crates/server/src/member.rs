@@ -153,7 +153,9 @@ where
         match tokio::time::timeout(self.timeout, receiver).await {
             Ok(Ok(Ok(output))) => Ok(output),
             Ok(Ok(Err(Rejection::Busy))) => Err(InvokeError::Busy),
-            Ok(Ok(Err(Rejection::SessionExpired))) => Err(InvokeError::Stopped),
+            // Each call has a fresh session, so neither can happen here; were one to,
+            // `Stopped` (the outcome is unknown) is the cautious answer.
+            Ok(Ok(Err(Rejection::SessionExpired | Rejection::SessionConflict))) => Err(InvokeError::Stopped),
             Ok(Err(_)) => Err(InvokeError::Stopped),
             Err(_) => Err(InvokeError::Timeout),
         }

@@ -14,6 +14,9 @@
 //! |  parts)             |                     |     |                     |                    |
 //! +---------------------+---------------------+-----+---------------------+--------------------+
 //! ```
+//! The configuration and sessions blobs are opaque here; the sessions are synod-core's
+//! `Sessions::encode` (versioned: from version 2 on, each session keeps a digest of its
+//! last command beside its cached reply, and a version-1 table is still read).
 //! Frames are those of [`crate::frame`]; their `lsn` field holds the frame's index. A
 //! reader checks every frame's checksum, the indices, the part count, the CRC32C of the
 //! whole snapshot and that the end frame ends the file, so it can name the offset of any

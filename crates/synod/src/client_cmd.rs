@@ -98,7 +98,8 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
 fn fail(error: Error) -> ExitCode {
     eprintln!("synod: {error}");
     match error {
-        Error::Rejected { .. } => ExitCode::from(2),
+        // Refused, nothing changed: exit 2 for both.
+        Error::Rejected { .. } | Error::SessionConflict { .. } => ExitCode::from(2),
         Error::Unavailable { .. } => ExitCode::from(3),
     }
 }

@@ -224,6 +224,90 @@ fn a_retried_transfer_is_applied_once() {
 }
 
 #[test]
+fn a_session_pair_reused_for_another_request_is_a_409_and_a_true_retry_gets_the_first_reply() {
+    let cluster = Cluster::start("conflict");
+    let (a, b, c) = (cluster.addr(0), cluster.addr(1), cluster.addr(2));
+    let session =
+        |client: u64, seq: u64| vec![("synod-client-id", client.to_string()), ("synod-seq", seq.to_string())];
+    let put_with = |addr, seq: u64, value: &str| {
+        let body = json!({ "value": value }).to_string();
+        http(addr, "PUT", "/v1/kv/r1", &session(99, seq), Some(body.as_bytes()), HTTP_TIMEOUT).unwrap()
+    };
+    let conflict = |reply: &Reply, what: &str| {
+        assert_eq!(
+            (reply.status, reply.error_code().as_str()),
+            (409, "session_conflict"),
+            "{what}: {reply:?}"
+        );
+    };
+
+    let first = put_with(a, 1, "first");
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.json()["previous"], Value::Null);
+    // Another kind of request under the same pair: it was answered with the PUT's cached
+    // output, which the DELETE handler could not read (a 500).
+    let delete = http(b, "DELETE", "/v1/kv/r1", &session(99, 1), None, HTTP_TIMEOUT).unwrap();
+    conflict(&delete, "a DELETE under the PUT's pair");
+    // The same kind with another body: it was answered 200 with the first reply, and the
+    // new value was silently not written.
+    conflict(&put_with(c, 1, "second"), "a PUT of another value under the same pair");
+    // A true retry, through another node: the first reply, and nothing applied again.
+    let retry = put_with(b, 1, "first");
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(retry.json(), first.json(), "a retry returns the first reply");
+    for through in [a, b, c] {
+        assert_eq!(read(through, "r1").as_deref(), Some("first"), "r1 through {through}");
+    }
+    // The session goes on with the next sequence number.
+    let next = put_with(c, 2, "next");
+    assert_eq!((next.status, next.json()["previous"].as_str()), (200, Some("first")), "{next:?}");
+
+    // The bank, under the same session.
+    for (seq, account, initial) in [(3, 1, 100), (4, 2, 0)] {
+        let reply = post(
+            a,
+            "/v1/bank/accounts",
+            &session(99, seq),
+            &json!({ "account": account, "initial_balance": initial }),
+        )
+        .unwrap();
+        assert_eq!((reply.status, reply.json()["result"].as_str()), (200, Some("opened")), "{reply:?}");
+    }
+    // Opening another account under a used pair: it was answered "opened", built from
+    // this request's body, though nothing was opened.
+    let reply =
+        post(b, "/v1/bank/accounts", &session(99, 4), &json!({ "account": 3, "initial_balance": 500 }))
+            .unwrap();
+    conflict(&reply, "an open of another account under a used pair");
+    let transfer = json!({ "id": 7, "from": 1, "to": 2, "amount": 10 });
+    conflict(
+        &post(a, "/v1/bank/transfers", &session(99, 4), &transfer).unwrap(),
+        "a transfer under an open's pair",
+    );
+    let first = post(a, "/v1/bank/transfers", &session(99, 5), &transfer).unwrap();
+    assert_eq!((first.status, first.json()["result"].as_str()), (200, Some("ok")), "{first:?}");
+    // Another transfer under that pair: it was answered with the first transfer's result
+    // and this request's id, as if transfer 8 had moved 50.
+    let other = json!({ "id": 8, "from": 1, "to": 2, "amount": 50 });
+    conflict(&post(b, "/v1/bank/transfers", &session(99, 5), &other).unwrap(), "another transfer");
+    let batch = json!({ "transfers": [transfer] });
+    conflict(
+        &post(c, "/v1/bank/transfers/batch", &session(99, 5), &batch).unwrap(),
+        "a batch under a transfer's pair",
+    );
+    let retry = post(c, "/v1/bank/transfers", &session(99, 5), &transfer).unwrap();
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(retry.json(), first.json(), "a retried transfer returns the first reply");
+
+    for through in [a, b, c] {
+        assert_eq!(balance(through, 1), 90, "account 1 through {through}");
+        assert_eq!(balance(through, 2), 10, "account 2 through {through}");
+        let absent = get(through, "/v1/bank/accounts/3").unwrap();
+        assert_eq!(absent.status, 404, "account 3 was never opened: {absent:?}");
+    }
+}
+
+#[test]
 fn bad_input_gets_a_4xx_json_error_and_no_quorum_gets_503() {
     let mut cluster = Cluster::start("badinput");
     let addr = cluster.addr(0);

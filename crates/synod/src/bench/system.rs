@@ -342,6 +342,7 @@ async fn execute_synod(client: &Client, op: Op) -> Result<(), String> {
 fn error_kind(error: Error) -> String {
     match error {
         Error::Rejected { code, .. } => code,
+        Error::SessionConflict { .. } => synod_client::api::SESSION_CONFLICT_CODE.into(),
         Error::Unavailable { last, .. } => {
             // `last` ends with "(code)" when a server answered, else it is a transport error.
             let code = last
