@@ -34,3 +34,25 @@ fn two_hundred_seeds_with_three_nodes_pass() {
 fn two_hundred_seeds_with_five_nodes_pass() {
     swarm(5, 1..=200);
 }
+
+/// Seeds no test has run before: a swarm from a first seed drawn anew on every run
+/// (`SYNOD_SWARM_FIRST_SEED` pins it). Fixed ranges prove only themselves; every CI run
+/// explores 400 more. The first seed is printed, and a failure names its seed, so
+/// `synod sim --seed N` replays it exactly; make it a regression test.
+#[test]
+fn four_hundred_seeds_from_a_random_first_seed_pass() {
+    let first = match std::env::var("SYNOD_SWARM_FIRST_SEED") {
+        Ok(seed) => seed.parse().expect("SYNOD_SWARM_FIRST_SEED is a number"),
+        Err(_) => {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+            // Far above the fixed ranges, below 2^53 so it survives JSON and shells.
+            1_000_000_000 + (nanos as u64 ^ std::process::id() as u64) % (1 << 52)
+        }
+    };
+    println!("random swarm: seeds {first}..={} (SYNOD_SWARM_FIRST_SEED={first} replays it)", first + 399);
+    eprintln!("random swarm: first seed {first}");
+    for nodes in [3, 5] {
+        swarm(nodes, first + (nodes as u64 - 3) * 100..=first + (nodes as u64 - 3) * 100 + 199);
+    }
+}

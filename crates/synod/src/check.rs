@@ -4,7 +4,10 @@
 //! Output: per file, in the order given, `FILE<TAB>linearizable|not-linearizable|unknown`
 //! (bank histories get a third column, `bank-ok` or `bank-errors=N`); then one line with
 //! the total time. Files are checked in parallel, each with its own budget. The exit code
-//! is 0 unless a file could not be read or parsed; a violation is a finding, not an error.
+//! is 0 when every file was checked (a violation is a finding, not an error) and 2 when a
+//! file could not be read or parsed, or holds no operation at all: an empty file, or one
+//! of lines in another format, is almost always the wrong file or the wrong `--format`,
+//! and calling it "linearizable" would hide that (`--allow-empty` accepts an empty run).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +68,10 @@ pub struct CheckArgs {
     /// Also print each file's check time in milliseconds (a third column).
     #[arg(long)]
     pub timings: bool,
+    /// Accept a history with no operations (a run that recorded nothing) as linearizable
+    /// instead of refusing it as an input error.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// History files.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -100,13 +107,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => {
             eprintln!("synod check: --bank-initial: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     if let Some(dir) = &args.html {
         if let Err(e) = std::fs::create_dir_all(dir) {
             eprintln!("synod check: cannot create {}: {e}", dir.display());
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     }
     let explain = args.explain || args.html.is_some();
@@ -114,7 +121,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let results: Vec<FileResult> = args
         .files
         .par_iter()
-        .map(|path| check_file(path, format, model, &opts, explain, bank_initial.as_ref()))
+        .map(|path| check_file(path, format, model, &opts, explain, bank_initial.as_ref(), args.allow_empty))
         .collect();
 
     let mut failed = false;
@@ -171,7 +178,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
         summary.join(", ")
     );
     if failed {
-        ExitCode::FAILURE
+        ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     }
@@ -184,6 +191,7 @@ fn check_file(
     opts: &CheckOptions,
     explain: bool,
     bank_initial: Option<&BTreeMap<String, i64>>,
+    allow_empty: bool,
 ) -> FileResult {
     let started = Instant::now();
     let text = match std::fs::read_to_string(path) {
@@ -194,6 +202,19 @@ fn check_file(
         Ok(p) => p,
         Err(e) => return FileResult::Error(format!("{}:{}: {}", path.display(), e.line, e.message)),
     };
+    if parsed.events.is_empty() && !allow_empty {
+        let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+        return FileResult::Error(format!(
+            "{}: no operations found in {lines} non-empty lines: is this a history in the {} format? \
+             (--format chooses another; --allow-empty accepts a run that recorded nothing)",
+            path.display(),
+            match format {
+                Format::Jsonl => "jsonl",
+                Format::Jepsen => "jepsen",
+                Format::JepsenKv => "jepsen-kv",
+            }
+        ));
+    }
     let analysis = match analyze(model, &parsed.events, opts, explain) {
         Ok(a) => a,
         // Pairing was checked by the parser, so this is an operation the model does not
