@@ -8,7 +8,8 @@
 //!    out of order.
 //!    If `Ready::checkpoint` is set, write that checkpoint durably too (and compact the
 //!    log before it); if `Ready::repaired` is set, clear the storage's damage marker once
-//!    this batch is durable (the node finished recovering from lost storage).
+//!    this batch is durable (the node finished recovering from lost storage); if
+//!    `Ready::damaged` is set, set that marker durably (the node began to recover).
 //! 2. Only then call [`Ready::release`] with the [`Persisted`] token the storage gives back,
 //!    and send the messages and deliver the outputs it returns.
 //! 3. After each sync, tell the node with `Node::handle_persisted` (and take its `Ready`
@@ -36,6 +37,8 @@ pub enum Record<C> {
     Accepted { pvalue: PValue<C> },
     /// The replica learned that `slot` decided `value`.
     Decided { slot: Slot, value: Value<C> },
+    /// The data directory of member `node` has identity `dir_id` (see `node/identity.rs`).
+    Identity { node: NodeId, dir_id: u64 },
 }
 
 /// A message and where it goes.
@@ -105,6 +108,11 @@ pub struct Ready<C, O> {
     /// The node completed recovery from lost storage (`recovery`): once this batch and
     /// its checkpoint are durable, clear the damage marker so a restart votes at once.
     pub repaired: bool,
+    /// The node learned that its storage is not what its peers remember (see
+    /// `node/identity.rs`) and now recovers from them: set the damage marker durably, so
+    /// that a restart recovers too, before anything of this batch is released. Never set
+    /// together with `repaired`.
+    pub damaged: bool,
     messages: Vec<Envelope<C>>,
     outputs: Vec<Output<O>>,
 }
@@ -116,7 +124,7 @@ impl<C, O> Ready<C, O> {
         messages: Vec<Envelope<C>>,
         outputs: Vec<Output<O>>,
     ) -> Self {
-        Ready { persist, persist_lsn, checkpoint: None, repaired: false, messages, outputs }
+        Ready { persist, persist_lsn, checkpoint: None, repaired: false, damaged: false, messages, outputs }
     }
 
     /// Nothing to do at all.
@@ -126,6 +134,7 @@ impl<C, O> Ready<C, O> {
             && self.outputs.is_empty()
             && self.checkpoint.is_none()
             && !self.repaired
+            && !self.damaged
     }
 
     /// Hands out the messages and outputs once `persisted` covers this batch.
@@ -139,11 +148,21 @@ impl<C, O> Ready<C, O> {
         (self.messages, self.outputs)
     }
 
-    /// True if this batch holds a vote (a promise or an accepted value): it must be
-    /// synced before release. A batch of decisions only may be released once written,
+    /// True if this batch holds a vote (a promise or an accepted value) or an identity:
+    /// it must be synced before release. A batch of decisions only may be released once written,
     /// synced later with the next vote ([`Ready::release_written`]).
     pub fn holds_votes(&self) -> bool {
         self.persist.iter().any(|record| !matches!(record, Record::Decided { .. }))
+    }
+
+    /// True if this batch may be released once written, before its fsync: decisions
+    /// only, and no checkpoint or marker with them ([`Ready::release_written`]).
+    pub fn decisions_only(&self) -> bool {
+        !self.persist.is_empty()
+            && !self.holds_votes()
+            && self.checkpoint.is_none()
+            && !self.repaired
+            && !self.damaged
     }
 
     /// Hands out the messages and outputs of a batch that holds **decisions only**, once
@@ -157,7 +176,10 @@ impl<C, O> Ready<C, O> {
     /// [`Ready::release`].
     pub fn release_written(self, written: Persisted) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
         assert!(!self.holds_votes(), "a batch with votes must be synced before release");
-        assert!(self.checkpoint.is_none() && !self.repaired, "checkpoints and repairs are synced");
+        assert!(
+            self.checkpoint.is_none() && !self.repaired && !self.damaged,
+            "checkpoints and markers are synced"
+        );
         assert!(
             written.lsn >= self.persist_lsn,
             "releasing decisions through lsn {} with only {} written",
@@ -203,6 +225,8 @@ impl<C, O> Ready<C, O> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableState<C> {
     pub promised: Ballot,
+    /// The data-directory identity last seen for each member (`node/identity.rs`).
+    pub identities: BTreeMap<NodeId, u64>,
     /// The newest checkpoint; the log holds nothing at or below its `last_slot`.
     pub snapshot: Option<Snapshot>,
     pub log: BTreeMap<Slot, LogEntry<C>>,
@@ -217,7 +241,12 @@ pub enum LogEntry<C> {
 
 impl<C> Default for DurableState<C> {
     fn default() -> Self {
-        DurableState { promised: Ballot::ZERO, snapshot: None, log: BTreeMap::new() }
+        DurableState {
+            promised: Ballot::ZERO,
+            identities: BTreeMap::new(),
+            snapshot: None,
+            log: BTreeMap::new(),
+        }
     }
 }
 
@@ -256,6 +285,9 @@ impl<C: Clone> DurableState<C> {
                 if self.snapshot.as_ref().is_none_or(|s| *slot > s.last_slot) {
                     self.log.insert(*slot, LogEntry::Decided(value.clone()));
                 }
+            }
+            Record::Identity { node, dir_id } => {
+                self.identities.insert(*node, *dir_id);
             }
         }
     }

@@ -129,6 +129,7 @@ impl Election {
             decided_upto,
             accepted_upto: 0,
             lease: false,
+            ..Heartbeat::default()
         }
     }
 
@@ -273,6 +274,7 @@ mod tests {
             decided_upto: 0,
             accepted_upto: 0,
             lease: false,
+            ..Heartbeat::default()
         }
     }
 

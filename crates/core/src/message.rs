@@ -47,9 +47,12 @@ pub enum Message<C> {
         slot: Slot,
         value: Value<C>,
     },
-    /// Failure detection (one heartbeat round, see `election`).
+    /// Failure detection (one heartbeat round, see `election`). The requester's
+    /// data-directory identity and whether it is recovering ride along (`node/identity.rs`).
     HeartbeatRequest {
         round: u64,
+        dir_id: u64,
+        recovering: bool,
     },
     HeartbeatReply {
         round: u64,
@@ -91,7 +94,7 @@ pub enum Message<C> {
 
 /// What a node tells its peers each heartbeat round (the Omni-Paxos ballot leader
 /// election's heartbeat reply, EuroSys'23 §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// The highest ballot this node has seen anywhere.
     pub ballot_max: Ballot,
@@ -109,6 +112,12 @@ pub struct Heartbeat {
     /// This reply grants the requester a leader lease: the sender will promise no other
     /// node for `lease_ms` (see `Options::lease_ms`).
     pub lease: bool,
+    /// The sender's data-directory identity (0: none given), whether it is recovering
+    /// from lost storage, and the identity it remembers for the receiver (0: none); see
+    /// `node/identity.rs`.
+    pub dir_id: u64,
+    pub recovering: bool,
+    pub you: u64,
 }
 
 impl<C> Message<C> {

@@ -25,6 +25,7 @@ use crate::snapshot::{Served, Snapshot, Transfer};
 use crate::state_machine::StateMachine;
 use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
 
+mod identity;
 mod lease;
 mod state_transfer;
 mod validate;
@@ -110,6 +111,13 @@ pub struct Node<S: StateMachine> {
     durable_lsn: u64,
     /// Messages from peers refused by `check_claims` or by a role, by reason.
     refusals: Refusals,
+    /// This node's data-directory identity, each member's as last recorded durably, and
+    /// the members whose votes do not count (`node/identity.rs`).
+    dir_id: u64,
+    identities: BTreeMap<NodeId, u64>,
+    suspects: BTreeSet<NodeId>,
+    /// Recovery began at run time: the next `Ready` sets the damage marker.
+    damaged_pending: bool,
     next_tick: Time,
     /// When this node last asked a peer for missed decisions (once per round at most).
     catch_up_sent_at: Option<Time>,
@@ -212,6 +220,10 @@ impl<S: StateMachine> Node<S> {
             own_votes: VecDeque::new(),
             durable_lsn: 0,
             refusals: Refusals::default(),
+            dir_id: 0,
+            identities: durable.identities,
+            suspects: BTreeSet::new(),
+            damaged_pending: false,
             next_tick: now,
             catch_up_sent_at: None,
             lease_grant: LeaseGrant { holder: None, until: now.plus_millis(options.lease_ms) },
@@ -335,6 +347,7 @@ impl<S: StateMachine> Node<S> {
         );
         ready.checkpoint = self.checkpoint_pending.take();
         ready.repaired = std::mem::take(&mut self.repaired_pending);
+        ready.damaged = std::mem::take(&mut self.damaged_pending);
         ready
     }
 
@@ -383,6 +396,7 @@ impl<S: StateMachine> Node<S> {
             || self.propose_pending
             || self.checkpoint_pending.is_some()
             || self.repaired_pending
+            || self.damaged_pending
     }
 
     /// The deadline returned by `poll_timeout` has passed.
@@ -456,6 +470,9 @@ impl<S: StateMachine> Node<S> {
     fn step(&mut self, now: Time, from: NodeId, message: Message<Cmd<S>>) {
         match message {
             Message::Prepare { ballot, from_slot } => self.on_prepare(now, from, ballot, from_slot),
+            Message::Promise { .. } | Message::Accepted { .. } if self.is_suspect(from) => {
+                // A replaced directory's vote (see `node/identity.rs`).
+            }
             Message::Promise { ballot, decided_upto, accepted, decided } => {
                 let acceptors = self.acceptors();
                 let mut out = Vec::new();
@@ -476,15 +493,20 @@ impl<S: StateMachine> Node<S> {
                 self.on_leader_event(now, event);
             }
             Message::Decision { slot, value } => self.on_decision(from, slot, value),
-            Message::HeartbeatRequest { round } => {
+            Message::HeartbeatRequest { round, dir_id, recovering } => {
+                // Recorded durably before the reply leaves: a recovering requester counts
+                // our reply only once we remember its new identity (`node/identity.rs`).
+                self.on_identity(from, dir_id, recovering, 0);
                 let mut status = self.election.heartbeat(self.replica.slot_out());
                 status.accepted_upto = self.acceptor.accepted_upto();
                 status.lease = self.grant_lease_to_peer(now, from);
+                self.stamp_identity(from, &mut status);
                 self.send(from, Message::HeartbeatReply { round, status });
             }
             Message::HeartbeatReply { round, status } => {
                 // Back to the election's numbering (see `round_base`).
                 let round = round.wrapping_sub(self.round_base);
+                self.on_identity(from, status.dir_id, status.recovering, status.you);
                 self.election.on_reply(now, from, round, status);
                 self.count_lease_vote(from, round, &status);
                 self.on_recovery_report(from, round, &status);
@@ -677,7 +699,8 @@ impl<S: StateMachine> Node<S> {
         }
         let wire_round = round.wrapping_add(self.round_base);
         for peer in self.election.peers().to_vec() {
-            self.send(peer, Message::HeartbeatRequest { round: wire_round });
+            let (dir_id, recovering) = (self.dir_id, self.recovery.is_some());
+            self.send(peer, Message::HeartbeatRequest { round: wire_round, dir_id, recovering });
         }
     }
 

@@ -113,9 +113,14 @@ fn heartbeat_naming_a_leader_outside_the_configuration_is_refused() {
         decided_upto: 0,
         accepted_upto: 0,
         lease: false,
+        ..Heartbeat::default()
     };
     node.handle_message(now, NodeId(2), Message::HeartbeatReply { round: 1, status });
-    node.handle_message(now, NodeId(99), Message::HeartbeatRequest { round: 1 });
+    node.handle_message(
+        now,
+        NodeId(99),
+        Message::HeartbeatRequest { round: 1, dir_id: 0, recovering: false },
+    );
     let status = node.status();
     assert_eq!(status.ballot_max, Ballot::ZERO, "the foreign ballot was not adopted");
     let reasons: Vec<_> = status.refusals.by_reason().filter(|(_, n)| *n > 0).map(|(r, _)| r).collect();
@@ -185,6 +190,9 @@ fn hostile_message(rng: &mut ChaCha8Rng) -> Message<Append> {
         decided_upto: number(rng),
         accepted_upto: number(rng),
         lease: rng.gen(),
+        dir_id: number(rng),
+        recovering: rng.gen(),
+        you: number(rng),
     };
     match rng.gen_range(0..14) {
         0 => Message::Prepare { ballot: ballot(rng, &mut number), from_slot: number(rng) },
@@ -201,7 +209,7 @@ fn hostile_message(rng: &mut ChaCha8Rng) -> Message<Append> {
         3 => Message::Accepted { ballot: ballot(rng, &mut number), slot: number(rng) },
         4 => Message::Nack { ballot: ballot(rng, &mut number), promised: ballot(rng, &mut number) },
         5 => Message::Decision { slot: number(rng), value: value(rng) },
-        6 => Message::HeartbeatRequest { round: number(rng) },
+        6 => Message::HeartbeatRequest { round: number(rng), dir_id: number(rng), recovering: rng.gen() },
         7 => Message::HeartbeatReply { round: number(rng), status: heartbeat(rng, &mut number) },
         8 => Message::Forward {
             commands: vec![Command { client_id: number(rng), seq: number(rng), op: Append(rng.gen()) }],

@@ -43,6 +43,10 @@ pub struct Config {
     /// has repaired from its peers. Damage found by recovery implies this.
     #[serde(default)]
     pub rejoin: bool,
+    /// Found a new cluster: an empty data directory votes at once, without waiting for
+    /// every other member to answer first (see `disk`). Never on a running cluster.
+    #[serde(default)]
+    pub bootstrap: bool,
     /// Builds with the `planted-bugs` feature only (tests): plants a known bug
     /// (`stale-read`, `small-quorum`, `stale-ballot`) so that fault-injection runs can
     /// prove their checkers catch it. A normal build refuses this key.
@@ -172,6 +176,7 @@ impl Config {
             request_timeout_ms: default_request_timeout_ms(),
             protocol: ProtocolConfig::default(),
             rejoin: false,
+            bootstrap: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

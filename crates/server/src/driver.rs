@@ -202,7 +202,7 @@ impl<S: StateMachine> Driver<S> {
         }
         // Decisions alone are written now and synced with the next vote: the cluster keeps
         // them (see `Ready::release_written`), and the commit path saves an fsync.
-        let decisions_only = !ready.holds_votes() && ready.checkpoint.is_none() && !ready.repaired;
+        let decisions_only = ready.decisions_only();
         if !ready.persist.is_empty() {
             if let Err(error) = self.wal.append(&ready.persist) {
                 fatal(&format!("write-ahead log append failed: {error}"));
@@ -226,6 +226,15 @@ impl<S: StateMachine> Driver<S> {
                 }
                 Err(error) => fatal(&format!("checkpoint failed: {error}")),
             }
+        }
+        if ready.damaged {
+            // Before anything of this batch leaves: a restart must recover too.
+            if let Err(error) = self.wal.mark_damaged("peers remember another identity for this replica") {
+                fatal(&format!("cannot set the damage marker: {error}"));
+            }
+            tracing::error!(
+                "peers remember another data directory for this node: it recovers from them before it votes again"
+            );
         }
         if ready.repaired {
             if let Err(error) = self.wal.mark_repaired() {

@@ -41,6 +41,9 @@ pub struct MemberOptions {
     pub protocol: Options,
     /// An `invoke` that is not applied within this long fails with `Timeout`.
     pub invoke_timeout: Duration,
+    /// Found a new cluster: an empty data directory votes at once instead of waiting for
+    /// every other member to answer first (see `disk`).
+    pub bootstrap: bool,
 }
 
 impl MemberOptions {
@@ -52,6 +55,7 @@ impl MemberOptions {
             cluster: "synod".into(),
             protocol: Options::default(),
             invoke_timeout: Duration::from_secs(10),
+            bootstrap: false,
         }
     }
 }
@@ -90,9 +94,15 @@ where
         let me = options.members.iter().find(|m| m.0 == options.node_id).ok_or("node_id is not a member")?;
         let listener =
             TcpListener::bind(&me.1).await.map_err(|e| format!("cannot listen on {}: {e}", me.1))?;
-        let opened = crate::disk::open::<S::Command>(&options.data_dir, false)?;
-        let members: Vec<NodeId> = options.members.iter().map(|m| NodeId(m.0)).collect();
         let cluster_id = synod_core::wire::cluster_id(&options.cluster);
+        let open_as = crate::disk::OpenAs {
+            node_id: options.node_id,
+            cluster_id,
+            rejoin: false,
+            bootstrap: options.bootstrap,
+        };
+        let opened = crate::disk::open::<S::Command>(&options.data_dir, open_as)?;
+        let members: Vec<NodeId> = options.members.iter().map(|m| NodeId(m.0)).collect();
         let configuration = Configuration::new(members.clone());
         let mut node = synod_core::Node::new(
             id,
@@ -103,6 +113,7 @@ where
             rand::thread_rng().gen(),
             synod_core::Time(0),
         );
+        node.set_dir_id(opened.dir_id);
         if opened.recover_from_peers {
             node.recover_from_peers();
         }

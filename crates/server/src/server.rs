@@ -26,19 +26,28 @@ pub const INPUT_QUEUE_MAX: usize = 65_536;
 pub struct Recovered {
     pub durable: DurableState<<App as StateMachine>::Command>,
     pub wal: Wal<<App as StateMachine>::Command>,
-    /// The storage was damaged (or `--rejoin`): the node recovers from its peers before
-    /// it votes (see [`crate::disk`]).
+    /// The storage was damaged, is new (an empty directory) or `--rejoin` was given: the
+    /// node recovers from its peers before it votes (see [`crate::disk`]).
     pub recover_from_peers: bool,
+    /// The data directory's identity.
+    pub dir_id: u64,
 }
 
 /// Opens (or creates) the node's storage under `config.data_dir` and recovers it. Damage
 /// does not stop the node: it starts in recovery and says so (see [`crate::disk`]).
 pub fn open_storage(config: &Config) -> Result<Recovered, String> {
-    let opened = disk::open(&config.data_dir, config.rejoin)?;
+    let open_as = disk::OpenAs {
+        node_id: config.node_id,
+        cluster_id: config.cluster_id(),
+        rejoin: config.rejoin,
+        bootstrap: config.bootstrap,
+    };
+    let opened = disk::open(&config.data_dir, open_as)?;
     Ok(Recovered {
         durable: opened.durable,
         wal: Box::new(opened.storage),
         recover_from_peers: opened.recover_from_peers,
+        dir_id: opened.dir_id,
     })
 }
 
@@ -74,6 +83,7 @@ pub async fn run(
         rand::thread_rng().gen(),
         synod_core::Time(0),
     );
+    node.set_dir_id(recovered.dir_id);
     if recovered.recover_from_peers {
         node.recover_from_peers();
     }

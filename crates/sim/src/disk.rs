@@ -11,8 +11,12 @@
 //!   durable at the same fsync. Then the log is compacted: it restarts as one *base
 //!   batch* that restates the promise and every accepted or decided entry above the
 //!   checkpoint, as the storage's compaction does.
-//! - **The damage marker** (the storage's `DAMAGED` file) is set by a fault and cleared
-//!   only when the fsync of the `Ready` that carries `repaired` returns.
+//! - **The damage marker** (the storage's `DAMAGED` file) is set by a fault, by a new
+//!   replica on an empty disk (see `World::boot`), or by a `Ready` that carries `damaged`
+//!   once its fsync returns; it is cleared only when the fsync of the `Ready` that carries
+//!   `repaired` returns.
+//! - **The identity** (the storage's `IDENTITY` file) is drawn when a node first boots
+//!   on an empty disk.
 //!
 //! Faults, and what recovery makes of them:
 //!
@@ -23,8 +27,9 @@
 //!   rest of its segment are unreadable; later segments are read. Damage.
 //! - **bad or missing checkpoint**: the snapshot is gone and so is the log below it
 //!   (compacted); the base batch and what follows survive. Damage.
-//! - **disk lost** (a replaced disk, started with the rejoin flag): nothing survives but
-//!   the marker. Damage.
+//! - **disk replaced** by an empty one, and the node restarted with no flag at all:
+//!   nothing survives, not even the identity or the marker. The node must find out for
+//!   itself that it is a new replica of a running cluster (see `World::boot`).
 //!
 //! A disk fault strikes only a node that is down (see `World::strike_disk`).
 
@@ -43,7 +48,28 @@ struct Batch<C> {
     lsn: u64,
     records: Vec<Record<C>>,
     checkpoint: Option<Snapshot>,
-    repaired: bool,
+    marker: Marker,
+}
+
+/// What a batch does to the damage marker once it is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Marker {
+    Keep,
+    /// `Ready::damaged`: the node began to recover at run time.
+    Set,
+    /// `Ready::repaired`: recovery completed.
+    Clear,
+}
+
+impl Marker {
+    pub(crate) fn of(damaged: bool, repaired: bool) -> Marker {
+        assert!(!(damaged && repaired), "a Ready never sets and clears the marker at once");
+        match (damaged, repaired) {
+            (true, _) => Marker::Set,
+            (_, true) => Marker::Clear,
+            _ => Marker::Keep,
+        }
+    }
 }
 
 /// What an fsync made durable, for the run's counters.
@@ -71,7 +97,7 @@ pub(crate) enum DiskFault {
     LogDamage,
     /// The newest checkpoint fails its checksum or is missing.
     CheckpointLost,
-    /// The whole disk is gone.
+    /// The whole disk was replaced by an empty one (no identity, no marker).
     DiskLost,
 }
 
@@ -86,6 +112,8 @@ pub(crate) struct Disk<C> {
     checkpoint: Option<Snapshot>,
     log: Vec<Record<C>>,
     damaged: bool,
+    /// The identity drawn when a node first booted on this disk (the `IDENTITY` file).
+    identity: Option<u64>,
     /// Records per log segment: a damaged record takes the rest of its segment with it.
     segment_records: usize,
     /// The last log sequence number synced in this incarnation of the node.
@@ -107,6 +135,7 @@ impl<C: Clone + PartialEq> Disk<C> {
             checkpoint: None,
             log: Vec::new(),
             damaged: false,
+            identity: None,
             segment_records,
             synced_lsn: 0,
             written_ticket: 0,
@@ -129,17 +158,33 @@ impl<C: Clone + PartialEq> Disk<C> {
         self.damaged
     }
 
-    /// Writes one `Ready`'s records (ending at `lsn`), checkpoint and repair marker, not
+    /// The identity, drawn with `draw` (never 0) if the disk has none yet; and whether it
+    /// was drawn now on a disk that holds nothing (a new replica). A new replica gets the
+    /// damage marker first, as the server's storage does: it recovers from its peers.
+    pub(crate) fn identify(&mut self, draw: impl FnOnce() -> u64) -> (u64, bool) {
+        if let Some(identity) = self.identity {
+            return (identity, false);
+        }
+        let empty = self.log.is_empty() && self.checkpoint.is_none();
+        if empty {
+            self.damaged = true;
+        }
+        let identity = draw().max(1);
+        self.identity = Some(identity);
+        (identity, empty)
+    }
+
+    /// Writes one `Ready`'s records (ending at `lsn`), checkpoint and marker change, not
     /// yet durable. Returns the batch's ticket.
     pub(crate) fn write(
         &mut self,
         records: Vec<Record<C>>,
         lsn: u64,
         checkpoint: Option<Snapshot>,
-        repaired: bool,
+        marker: Marker,
     ) -> u64 {
         assert!(
-            !records.is_empty() || checkpoint.is_some() || repaired,
+            !records.is_empty() || checkpoint.is_some() || marker != Marker::Keep,
             "a batch without disk work needs no write"
         );
         let last_lsn = self.pending.back().map_or(self.synced_lsn, |b| b.lsn);
@@ -150,7 +195,7 @@ impl<C: Clone + PartialEq> Disk<C> {
             records.len()
         );
         self.written_ticket += 1;
-        self.pending.push_back(Batch { ticket: self.written_ticket, lsn, records, checkpoint, repaired });
+        self.pending.push_back(Batch { ticket: self.written_ticket, lsn, records, checkpoint, marker });
         self.written_ticket
     }
 
@@ -170,10 +215,15 @@ impl<C: Clone + PartialEq> Disk<C> {
             if let Some(checkpoint) = batch.checkpoint {
                 synced.checkpoints += u64::from(self.install_checkpoint(checkpoint));
             }
-            if batch.repaired {
+            match batch.marker {
+                Marker::Keep => {}
+                // The node began to recover at run time: a restart recovers too.
+                Marker::Set => self.damaged = true,
                 // The `Ready` that ends recovery is durable: a restart votes at once.
-                synced.repaired |= self.damaged;
-                self.damaged = false;
+                Marker::Clear => {
+                    synced.repaired |= self.damaged;
+                    self.damaged = false;
+                }
             }
             self.synced_lsn = batch.lsn;
             self.synced_ticket = batch.ticket;
@@ -226,12 +276,16 @@ impl<C: Clone + PartialEq> Disk<C> {
                 }
             }
             DiskFault::DiskLost => {
+                // An empty disk in its place, and no flag: the node must see for itself.
                 self.checkpoint = None;
                 self.log.clear();
+                self.identity = None;
+                self.damaged = false;
+                return true;
             }
         }
-        // Recovery notices every one of these (a bad checksum with valid frames after
-        // it, a gap in the lsns, a missing checkpoint, or the operator's rejoin flag).
+        // Recovery notices these (a bad checksum with valid frames after it, a gap in the
+        // lsns, a missing checkpoint).
         self.damaged = true;
         true
     }
@@ -280,18 +334,20 @@ impl<C: Clone + PartialEq> Disk<C> {
     }
 }
 
-/// The records that restate `state` above its checkpoint: the promise and every accepted
-/// or decided entry (what a promise or a vote may still depend on).
+/// The records that restate `state` above its checkpoint: the promise, the members'
+/// identities and every accepted or decided entry (what a promise or a vote may still
+/// depend on).
 fn base_batch<C: Clone>(state: &DurableState<C>) -> Vec<Record<C>> {
     let promise =
         (state.promised > synod_core::Ballot::ZERO).then_some(Record::Promised { ballot: state.promised });
+    let identities = state.identities.iter().map(|(&node, &dir_id)| Record::Identity { node, dir_id });
     let entries = state.log.iter().map(|(&slot, entry)| match entry {
         LogEntry::Accepted { ballot, value } => {
             Record::Accepted { pvalue: PValue { ballot: *ballot, slot, value: value.clone() } }
         }
         LogEntry::Decided(value) => Record::Decided { slot, value: value.clone() },
     });
-    promise.into_iter().chain(entries).collect()
+    promise.into_iter().chain(identities).chain(entries).collect()
 }
 
 #[cfg(test)]
@@ -316,9 +372,9 @@ mod tests {
     #[test]
     fn fsyncs_complete_in_order_and_a_crash_loses_only_unsynced_batches() {
         let mut disk = Disk::<u8>::new(8);
-        let first = disk.write(vec![promise(1)], 1, None, false);
+        let first = disk.write(vec![promise(1)], 1, None, Marker::Keep);
         let first_at = disk.fsync(0, 500);
-        disk.write(vec![promise(2)], 2, None, false);
+        disk.write(vec![promise(2)], 2, None, Marker::Keep);
         let second_at = disk.fsync(10, 100);
         assert_eq!(first_at, 500);
         assert_eq!(second_at, 500, "a later write never completes before an earlier one");
@@ -333,10 +389,10 @@ mod tests {
     #[test]
     fn a_checkpoint_is_durable_with_its_batch_and_compacts_the_log() {
         let mut disk = Disk::<u8>::new(8);
-        let ticket = disk.write(vec![promise(3), decided(0), decided(1), decided(2)], 4, None, false);
+        let ticket = disk.write(vec![promise(3), decided(0), decided(1), decided(2)], 4, None, Marker::Keep);
         disk.sync_through(ticket);
         // A checkpoint with no records of its own still gets a batch and an fsync.
-        let ticket = disk.write(vec![], 4, Some(checkpoint(1)), false);
+        let ticket = disk.write(vec![], 4, Some(checkpoint(1)), Marker::Keep);
         assert_eq!(disk.synced_lsn(), 4);
         assert_eq!(disk.sync_through(ticket), Synced { checkpoints: 1, repaired: false });
         assert_eq!(disk.log, vec![promise(3), decided(2)], "the base batch restates what is above");
@@ -351,8 +407,8 @@ mod tests {
         for seed in 0..50 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut disk = Disk::<u8>::new(8);
-            disk.write(vec![decided(0), decided(1)], 2, Some(checkpoint(1)), false);
-            disk.write(vec![decided(2), decided(3)], 4, None, true);
+            disk.write(vec![decided(0), decided(1)], 2, Some(checkpoint(1)), Marker::Keep);
+            disk.write(vec![decided(2), decided(3)], 4, None, Marker::Clear);
             let loss = disk.crash(Some(&mut rng));
             assert_eq!(loss.lost + loss.kept, 4);
             let (recovered, damaged) = disk.recover();
@@ -370,7 +426,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut disk = Disk::<u8>::new(2);
         let records: Vec<_> = (0..6).map(decided).collect();
-        let ticket = disk.write(records, 6, None, false);
+        let ticket = disk.write(records, 6, None, Marker::Keep);
         disk.sync_through(ticket);
         assert!(disk.strike(DiskFault::LogDamage, &mut rng));
         let (recovered, damaged) = disk.recover();
@@ -378,14 +434,17 @@ mod tests {
         let lost = 6 - recovered.log.len();
         assert!((1..=2).contains(&lost), "one record and the rest of its two-record segment");
         assert!(!disk.strike(DiskFault::CheckpointLost, &mut rng), "no checkpoint to lose");
-        disk.write(vec![], 0, None, true);
+        disk.write(vec![], 0, None, Marker::Clear);
         assert_eq!(disk.crash(None), CrashLoss::default());
         assert!(disk.recover().1, "a crash before the repaired batch is durable keeps the marker");
-        let ticket = disk.write(vec![], 0, None, true);
+        let ticket = disk.write(vec![], 0, None, Marker::Clear);
         assert_eq!(disk.sync_through(ticket), Synced { checkpoints: 0, repaired: true });
         assert!(!disk.damaged());
+        assert_eq!(disk.identify(|| 7), (7, false), "the first boot drew it");
         assert!(disk.strike(DiskFault::DiskLost, &mut rng));
         let (recovered, damaged) = disk.recover();
-        assert!(damaged && recovered == DurableState::default());
+        assert!(!damaged && recovered == DurableState::default(), "a replaced disk carries no marker");
+        assert_eq!(disk.identify(|| 9), (9, true), "a new replica: a new identity");
+        assert!(disk.damaged(), "and the marker: it recovers before it votes");
     }
 }

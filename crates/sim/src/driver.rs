@@ -12,6 +12,7 @@ use rand::Rng;
 use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persisted, Record, Status};
 
 use crate::clients::ClientAction;
+use crate::disk::Marker;
 use crate::trace::{describe_message, kind};
 use crate::workload::{Cmd, Out, Workload};
 use crate::world::{CrashTrap, Ev, Phase, Release, World};
@@ -131,8 +132,9 @@ impl<W: Workload> World<W> {
         let checkpoint = ready.checkpoint.take();
         // Decisions alone are written and released without waiting for their fsync, as
         // the server does (`Ready::release_written`); the next fsync covers them.
-        let decisions_only = !ready.persist.is_empty() && !votes && checkpoint.is_none() && !ready.repaired;
-        let no_disk_work = ready.persist.is_empty() && checkpoint.is_none() && !ready.repaired;
+        let decisions_only = ready.decisions_only() && checkpoint.is_none();
+        let marker = Marker::of(ready.damaged, ready.repaired);
+        let no_disk_work = ready.persist.is_empty() && checkpoint.is_none() && marker == Marker::Keep;
         // Every `Ready` is released in input order (the waiting queue is FIFO); one with
         // votes, a checkpoint or a repair also waits for its own fsync.
         let release = if no_disk_work {
@@ -140,14 +142,19 @@ impl<W: Workload> World<W> {
         } else {
             let records = std::mem::take(&mut ready.persist);
             let count = records.len();
-            let what = match (&checkpoint, ready.repaired) {
-                (Some(c), true) => format!(" + checkpoint through slot {} + repaired", c.last_slot),
-                (Some(c), false) => format!(" + checkpoint through slot {}", c.last_slot),
-                (None, true) => " + repaired".to_string(),
-                (None, false) => String::new(),
-            };
+            let what = format!(
+                "{}{}",
+                checkpoint
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" + checkpoint through slot {}", c.last_slot)),
+                match marker {
+                    Marker::Keep => "",
+                    Marker::Set => " + damaged",
+                    Marker::Clear => " + repaired",
+                }
+            );
             let slot = &mut self.nodes[i];
-            let ticket = slot.disk.write(records, ready.persist_lsn, checkpoint, ready.repaired);
+            let ticket = slot.disk.write(records, ready.persist_lsn, checkpoint, marker);
             let incarnation = slot.incarnation;
             if decisions_only {
                 self.trace_line(|| {
@@ -336,6 +343,17 @@ impl<W: Workload> World<W> {
     /// marker is set) boots into recovery from the peers: the node may not vote until it
     /// has repaired (`synod_core::recovery`).
     pub(crate) fn boot(&mut self, i: usize) {
+        // A disk that holds nothing and has no identity yet is a new replica, whether the
+        // cluster is being founded (every disk at the start) or the disk was replaced: it
+        // gets an identity and the damage marker, and recovers from its peers (the server's
+        // `disk::open` without `--bootstrap`).
+        let rng = &mut self.rng_storage;
+        let (dir_id, new_replica) = self.nodes[i].disk.identify(|| rng.gen());
+        if new_replica {
+            self.trace_line(|| {
+                format!("n{} boots on an empty disk: a new replica, identity {dir_id:x}", i + 1)
+            });
+        }
         let (durable, damaged) = self.nodes[i].disk.recover();
         let local = self.local_now(i);
         let state_machine = self.clients.workload.state_machine();
@@ -350,8 +368,10 @@ impl<W: Workload> World<W> {
             local,
         );
         node.plant_bugs(self.bugs());
+        node.set_dir_id(dir_id);
         if damaged {
-            self.faults.damaged_boots += 1;
+            // The founding boots of a fresh cluster recover too, but count as no fault.
+            self.faults.damaged_boots += u64::from(self.now_us > 0);
             if self.bug == Some(Bug::VoteWhileRecovering) {
                 // The planted bug: the driver ignores the damage and clears the marker.
                 self.nodes[i].disk.ignore_damage();

@@ -116,7 +116,9 @@ pub(crate) fn describe_message<C: std::fmt::Debug>(message: &Message<C>) -> Stri
         Message::Accepted { ballot, slot } => format!("accepted b={ballot} slot={slot}"),
         Message::Nack { ballot, promised } => format!("nack b={ballot} promised={promised}"),
         Message::Decision { slot, value } => format!("decision slot={slot} value={}", describe(value)),
-        Message::HeartbeatRequest { round } => format!("heartbeat-request round={round}"),
+        Message::HeartbeatRequest { round, dir_id, recovering } => {
+            format!("heartbeat-request round={round} dir_id={dir_id:x} recovering={recovering}")
+        }
         Message::HeartbeatReply { round, status } => format!(
             "heartbeat-reply round={round} ballot_max={} leader={} quorum_connected={} happy={} decided_upto={} lease={}",
             status.ballot_max,

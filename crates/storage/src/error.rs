@@ -43,6 +43,9 @@ pub enum StorageError {
     BadChunk { offset: u64, reason: String },
     /// A checkpoint file fails verification at `offset`. It was not installed or sent.
     CorruptCheckpoint { path: PathBuf, offset: u64, reason: String },
+    /// The directory's `IDENTITY` file is unreadable or fails its checksum: whose storage
+    /// this is cannot be told. Nothing was changed; the operator must look.
+    CorruptIdentity { path: PathBuf, reason: String },
 }
 
 impl StorageError {
@@ -85,6 +88,13 @@ impl std::fmt::Display for StorageError {
             }
             StorageError::CorruptCheckpoint { path, offset, reason } => {
                 write!(f, "checkpoint {} is corrupt at byte {offset}: {reason}", path.display())
+            }
+            StorageError::CorruptIdentity { path, reason } => {
+                write!(
+                    f,
+                    "identity file {} is corrupt ({reason}): whose storage this is cannot be told",
+                    path.display()
+                )
             }
         }
     }

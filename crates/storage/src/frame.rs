@@ -44,6 +44,8 @@ pub enum Kind {
     Accepted = 2,
     /// `Record::Decided`, payload = postcard(`Record<C>`).
     Decided = 3,
+    /// `Record::Identity`, payload = postcard(`Record<C>`).
+    Identity = 4,
     /// First frame of every segment; `lsn` = the first record's lsn.
     SegmentHeader = 16,
     /// First record of the batch that rebuilds the durable state after a checkpoint;
@@ -67,6 +69,7 @@ impl Kind {
             1 => Kind::Promised,
             2 => Kind::Accepted,
             3 => Kind::Decided,
+            4 => Kind::Identity,
             16 => Kind::SegmentHeader,
             17 => Kind::Base,
             18 => Kind::Seal,
@@ -83,11 +86,12 @@ impl Kind {
             Record::Promised { .. } => Kind::Promised,
             Record::Accepted { .. } => Kind::Accepted,
             Record::Decided { .. } => Kind::Decided,
+            Record::Identity { .. } => Kind::Identity,
         }
     }
 
     pub(crate) fn is_record(self) -> bool {
-        matches!(self, Kind::Promised | Kind::Accepted | Kind::Decided)
+        matches!(self, Kind::Promised | Kind::Accepted | Kind::Decided | Kind::Identity)
     }
 }
 

@@ -25,6 +25,8 @@
 //! ```text
 //! <dir>/
 //!   LOCK                              flock(2)ed by the one process that owns the directory
+//!   IDENTITY                          whose directory this is: a random id drawn at creation,
+//!                                     the cluster and node (see `identity.rs`)
 //!   DAMAGED                           present while recovery found damage not yet repaired
 //!   wal/00000000000000000001.log      segments, named after their first record's lsn
 //!   wal/00000000000000052871.log      ... rolled over at `segment_bytes_max` (64 MiB)
@@ -42,7 +44,8 @@
 //!            | crc32c u32 | len u32 | version u8 | kind u8 | flags u8 | 0 u8 | lsn u64 | payload |
 //!            crc32c covers everything after itself: header fields and payload
 //!
-//! kinds    = 1 Promised, 2 Accepted, 3 Decided   postcard(synod_core::Record<C>)
+//! kinds    = 1 Promised, 2 Accepted, 3 Decided, 4 Identity
+//!                                                 postcard(synod_core::Record<C>)
 //!            16 SegmentHeader                     b"synod wal segment"
 //!            17 Base                              postcard(checkpoint slot), first frame
 //!                                                 of the batch that restates the durable
@@ -53,8 +56,8 @@
 //!
 //! **Compaction.** A checkpoint at slot `s` is written (temporary file, fsync, rename,
 //! directory fsync); then a new segment is started whose first batch is a *base batch*:
-//! `Base(s)`, the current promise, and every accepted or decided entry above `s` — the
-//! records a promise or a vote may still depend on. Once that batch is synced, every
+//! `Base(s)`, the current promise, the members' identities, and every accepted or
+//! decided entry above `s` — the records a promise or a vote may still depend on. Once that batch is synced, every
 //! older segment and checkpoint is deleted. Recovery starts replay at the last base batch
 //! whose checkpoint verifies; the checkpoint itself holds nothing node-local, so the same
 //! file can be sent to a lagging replica ([`FileStorage::checkpoint_chunks`],
@@ -77,6 +80,7 @@
 mod checkpoint;
 mod error;
 mod frame;
+mod identity;
 mod recovery;
 mod segment;
 mod wal;
@@ -93,6 +97,7 @@ pub use checkpoint::{
 };
 pub use error::StorageError;
 pub use frame::FORMAT_VERSION;
+pub use identity::{read_identity, write_identity, DirIdentity, IDENTITY_FILE};
 pub use recovery::{read_log, recover, Damage, LogContents, Recovered, RecoveryReport, TornTail};
 pub use wal::FileStorage;
 
@@ -200,6 +205,10 @@ pub trait Storage<C> {
     /// The node finished recovering from damage (its `Ready::repaired` batch and
     /// checkpoint are durable): clear the damage marker so a restart votes at once.
     fn mark_repaired(&mut self) -> Result<(), StorageError>;
+
+    /// Sets the `DAMAGED` marker durably: the replica began to recover from its peers at
+    /// run time (`Ready::damaged`), and a restart must recover too.
+    fn mark_damaged(&mut self, reason: &str) -> Result<(), StorageError>;
 
     fn stats(&self) -> StorageStats;
 }

@@ -197,6 +197,16 @@ impl<C: Payload> FileStorage<C> {
         self.fatal(result).map(|_| received.checkpoint)
     }
 
+    /// Sets the damage flag and writes the `DAMAGED` marker durably, with `reason` in it:
+    /// the replica must not vote until it has repaired from its peers, across restarts
+    /// (a new replica on an empty directory, or one its peers remember otherwise).
+    pub fn mark_damaged(&mut self, reason: &str) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        self.damaged = true;
+        let written = write_marker(&self.dir, reason);
+        self.fatal(written)
+    }
+
     /// Clears the damage flag and the `DAMAGED` marker. Call it only once the replica has
     /// repaired from its peers — a checkpoint installed or written after catching up has
     /// compacted the damaged files away — and the core's own conditions for voting again
@@ -321,6 +331,9 @@ impl<C: Payload> FileStorage<C> {
         if self.mirror.promised != Ballot::ZERO {
             records.push(Record::Promised { ballot: self.mirror.promised });
         }
+        for (&node, &dir_id) in &self.mirror.identities {
+            records.push(Record::Identity { node, dir_id });
+        }
         for (&slot, entry) in &self.mirror.log {
             records.push(match entry {
                 LogEntry::Accepted { ballot, value } => {
@@ -415,6 +428,10 @@ impl<C: Payload> Storage<C> for FileStorage<C> {
 
     fn mark_repaired(&mut self) -> Result<(), StorageError> {
         FileStorage::mark_repaired(self)
+    }
+
+    fn mark_damaged(&mut self, reason: &str) -> Result<(), StorageError> {
+        FileStorage::mark_damaged(self, reason)
     }
 
     fn durable_lsn(&self) -> Lsn {

@@ -55,10 +55,16 @@ pub struct ServerArgs {
     /// Bind address for clients (default: this member's HTTP address).
     #[arg(long, env = "SYNOD_LISTEN_HTTP")]
     listen_http: Option<String>,
-    /// This node's storage was lost (a replaced disk, an emptied directory): do not vote
-    /// until it has repaired from every other member. Damage that recovery finds implies it.
+    /// This node's storage is not to be trusted (an old backup put back): do not vote until
+    /// it has repaired from every other member. Damage that recovery finds, and an empty
+    /// directory, imply it.
     #[arg(long, env = "SYNOD_REJOIN")]
     rejoin: bool,
+    /// Found a new cluster without every member at hand: an empty data directory votes at
+    /// once. Without it, a node on an empty directory votes only once every other member
+    /// has answered it (a replaced disk must not vote as if it remembered its promises).
+    #[arg(long, env = "SYNOD_BOOTSTRAP")]
+    bootstrap: bool,
     /// Checkpoint every this many applied slots and compact the log (0: never).
     #[arg(long, env = "SYNOD_CHECKPOINT_EVERY_SLOTS")]
     checkpoint_every_slots: Option<u64>,
@@ -109,6 +115,7 @@ impl ServerArgs {
             config.data_dir = dir.clone();
         }
         config.rejoin |= self.rejoin;
+        config.bootstrap |= self.bootstrap;
         if let Some(every) = self.checkpoint_every_slots {
             config.protocol.checkpoint_every_slots = every;
         }

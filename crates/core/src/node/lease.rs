@@ -99,7 +99,7 @@ impl<S: StateMachine> Node<S> {
     /// extends to the round's start plus `lease_leader_us`.
     pub(super) fn count_lease_vote(&mut self, from: NodeId, round: u64, status: &Heartbeat) {
         let ballot = self.leader.ballot();
-        let ours = self.leader.is_active() && status.leader == Some(ballot);
+        let ours = self.leader.is_active() && status.leader == Some(ballot) && !self.is_suspect(from);
         if !(ours && status.lease && round == self.lease_round.round) {
             return;
         }
@@ -158,7 +158,7 @@ mod tests {
         for _ in 0..8 {
             node.handle_timeout(now);
             for envelope in flush(&mut node, now) {
-                if let (Message::HeartbeatRequest { round }, true) =
+                if let (Message::HeartbeatRequest { round, .. }, true) =
                     (&envelope.message, envelope.to == follows.leader)
                 {
                     let status = Heartbeat {
@@ -169,6 +169,7 @@ mod tests {
                         decided_upto: 0,
                         accepted_upto: 0,
                         lease: false,
+                        ..Heartbeat::default()
                     };
                     node.handle_message(
                         now,
@@ -184,7 +185,7 @@ mod tests {
     }
 
     fn grants_lease(node: &mut Kv, now: Time, to: NodeId) -> bool {
-        node.handle_message(now, to, Message::HeartbeatRequest { round: 1 });
+        node.handle_message(now, to, Message::HeartbeatRequest { round: 1, dir_id: 0, recovering: false });
         flush(node, now)
             .into_iter()
             .any(|e| matches!(e.message, Message::HeartbeatReply { status, .. } if status.lease))

@@ -62,6 +62,7 @@ impl<S: StateMachine> Node<S> {
         self.recovery = None;
         self.election.set_may_lead(true);
         self.repaired_pending = true;
+        self.damaged_pending = false; // A marker set and cleared in one turn stays cleared.
         if slot_out > 0 {
             self.take_checkpoint();
         }
@@ -197,6 +198,7 @@ mod tests {
             decided_upto: 0,
             accepted_upto: 0,
             lease: false,
+            ..Heartbeat::default()
         }
     }
 
@@ -228,7 +230,7 @@ mod tests {
         let requests: Vec<_> = messages
             .into_iter()
             .filter_map(|e| match e.message {
-                Message::HeartbeatRequest { round } => Some((e.to, round)),
+                Message::HeartbeatRequest { round, .. } => Some((e.to, round)),
                 _ => None,
             })
             .collect();
