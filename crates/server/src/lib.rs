@@ -14,6 +14,7 @@ pub mod driver;
 pub mod errors;
 pub mod http;
 pub mod kv_api;
+pub mod log_limit;
 pub mod member;
 pub mod metrics;
 pub mod server;

@@ -101,8 +101,7 @@ pub async fn run(
     let deliver_to = inputs.clone();
     tokio::spawn(transport::serve_inbound(
         peer_listener,
-        cluster_id,
-        members,
+        transport::InboundPolicy::new(id, cluster_id, members),
         transport_stats.clone(),
         move |from, message| {
             // A full queue drops the frame: links are fair-loss, the protocol retransmits.

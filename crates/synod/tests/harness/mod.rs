@@ -139,6 +139,18 @@ pub fn read(addr: SocketAddr, key: &str) -> Option<String> {
     reply.json()["value"].as_str().map(str::to_string)
 }
 
+/// The value of one series of `addr`'s `/metrics`, e.g.
+/// `synod_peer_frames_refused_total{reason="checksum"}`; `None` if absent or unreachable.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let reply = http(addr, "GET", "/metrics", &[], None, Duration::from_secs(2)).ok()?;
+    reply.body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How many lines of the file at `path` contain `needle` (0 if it cannot be read).
+pub fn count_lines(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path).unwrap_or_default().lines().filter(|line| line.contains(needle)).count()
+}
+
 pub fn balance(addr: SocketAddr, account: u64) -> u64 {
     let reply = get(addr, &format!("/v1/bank/accounts/{account}")).expect("the read gets an answer");
     assert_eq!(reply.status, 200, "balance of {account} through {addr}: {reply:?}");
