@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::driver::DriverStats;
+use crate::http_serve::HttpStats;
 use crate::transport::{ConnectionRefusal, FrameRefusal, TransportStats};
 
 /// One label, e.g. `reason="checksum"`.
@@ -36,6 +37,11 @@ pub struct Metrics {
     peer_connections_refused: Labelled<Counter>,
     peer_inbound_connections: Gauge,
     accept_errors: Labelled<Counter>,
+    http_connections: Gauge,
+    http_connections_max: Gauge,
+    http_connections_refused: Counter,
+    http_connections_timed_out: Labelled<Counter>,
+    open_files_limit: Gauge,
     decided_upto: Gauge,
     applied_upto: Gauge,
     ballot_round: Gauge,
@@ -81,6 +87,11 @@ impl Metrics {
             peer_connections_refused: Family::default(),
             peer_inbound_connections: Gauge::default(),
             accept_errors: Family::default(),
+            http_connections: Gauge::default(),
+            http_connections_max: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_connections_timed_out: Family::default(),
+            open_files_limit: Gauge::default(),
             decided_upto: Gauge::default(),
             applied_upto: Gauge::default(),
             ballot_round: Gauge::default(),
@@ -160,6 +171,30 @@ impl Metrics {
             let _ = m.peer_connections_refused.get_or_create(&[("reason", reason.label())]);
         }
         let _ = m.accept_errors.get_or_create(&[("listener", "peer")]);
+        let _ = m.accept_errors.get_or_create(&[("listener", "http")]);
+        registry.register("http_connections", "Client connections open now", m.http_connections.clone());
+        registry.register(
+            "http_connections_max",
+            "Client connections held at most (http.connections_max, fitted under the open-file limit)",
+            m.http_connections_max.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Client connections refused at the cap (answered 503 too_many_connections, or closed)",
+            m.http_connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_timed_out",
+            "Client connections closed by a timeout: header (no request head in time) or idle",
+            m.http_connections_timed_out.clone(),
+        );
+        let _ = m.http_connections_timed_out.get_or_create(&[("timeout", "header")]);
+        let _ = m.http_connections_timed_out.get_or_create(&[("timeout", "idle")]);
+        registry.register(
+            "open_files_limit",
+            "The process's open-file limit (soft RLIMIT_NOFILE) after start",
+            m.open_files_limit.clone(),
+        );
         registry.register("decided_upto", "Every slot below is decided here", m.decided_upto.clone());
         registry.register("applied_upto", "Every slot below is applied here", m.applied_upto.clone());
         registry.register(
@@ -214,6 +249,7 @@ impl Metrics {
         &self,
         stats: &DriverStats,
         transport: &TransportStats,
+        http: &HttpStats,
         peer_queue_frames: usize,
     ) -> String {
         self.peer_queue_frames.set(peer_queue_frames as i64);
@@ -255,6 +291,19 @@ impl Metrics {
             .get_or_create(&[("listener", "peer")])
             .inner()
             .store(peer_accept_errors, Ordering::Relaxed);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        self.accept_errors
+            .get_or_create(&[("listener", "http")])
+            .inner()
+            .store(load(&http.accept_errors), Ordering::Relaxed);
+        self.http_connections.set(load(&http.connections_open) as i64);
+        self.http_connections_max.set(load(&http.connections_max) as i64);
+        self.http_connections_refused.inner().store(load(&http.connections_refused), Ordering::Relaxed);
+        for (timeout, counter) in [("header", &http.header_timeouts), ("idle", &http.idle_timeouts)] {
+            let family = self.http_connections_timed_out.get_or_create(&[("timeout", timeout)]);
+            family.inner().store(load(counter), Ordering::Relaxed);
+        }
+        self.open_files_limit.set(load(&http.open_files_limit) as i64);
         self.waiters.set(stats.waiters as i64);
         if let Some(status) = &stats.status {
             self.decided_upto.set(status.decided_upto as i64);

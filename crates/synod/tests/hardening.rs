@@ -1,12 +1,14 @@
 //! What a stranger on the network can do to a real `synod server`, and what it cannot:
-//! the peer port against hellos from non-members and streams of garbage frames.
-//! Three processes on loopback (see `harness`); every wait is a poll against a deadline.
+//! the peer port against hellos from non-members and streams of garbage frames; the HTTP
+//! port against more connections than the process has file descriptors, against
+//! slowloris, and an accept loop out of descriptors. Three processes on loopback (see
+//! `harness`); every wait is a poll against a deadline.
 
 mod harness;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::*;
 use rand::{Rng, SeedableRng};
@@ -99,4 +101,169 @@ fn the_peer_port_refuses_strangers_and_survives_a_thousand_garbage_frames_with_a
     let warnings = count_lines(&log, "WARN") - warnings_before;
     eprintln!("1,000 garbage frames, 2 refused hellos: {warnings} WARN lines");
     assert!(warnings <= 4, "{warnings} WARN lines: {}", tail(&log, 10));
+}
+
+/// What became of a client connection the server may be holding.
+#[derive(Debug, PartialEq)]
+enum Fate {
+    /// Still open, nothing received.
+    Held,
+    /// Answered (503) and closed.
+    Answered(String),
+    /// Closed without a word.
+    Closed,
+}
+
+/// Looks at `stream` without waiting.
+fn fate(stream: &mut TcpStream, seen: &mut Vec<u8>) -> Fate {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) if seen.is_empty() => return Fate::Closed,
+            Ok(0) => return Fate::Answered(String::from_utf8_lossy(seen).into_owned()),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Fate::Held,
+            Err(_) if seen.is_empty() => return Fate::Closed,
+            Err(_) => return Fate::Answered(String::from_utf8_lossy(seen).into_owned()),
+        }
+    }
+}
+
+#[test]
+fn past_its_connection_cap_a_node_refuses_clients_and_keeps_its_descriptors_for_storage() {
+    const NOFILE: u64 = 400;
+    let env = [("SYNOD_CHECKPOINT_EVERY_SLOTS", "5"), ("SYNOD_HTTP_HEADER_TIMEOUT_MS", "5000")];
+    let mut cluster = Cluster::start_with("conn-cap", &env, |c| c.nodes[0].nofile = Some(NOFILE));
+    let http = cluster.addr(0);
+    let cap = metric(http, "synod_http_connections_max");
+
+    // Twice the process's whole descriptor limit, at once, saying nothing.
+    let flood = 2 * NOFILE as usize;
+    let mut streams: Vec<TcpStream> = (0..flood).map(|_| TcpStream::connect(http).unwrap()).collect();
+
+    // Meanwhile the cluster writes on, and node 1 checkpoints (every 5 slots): it has the
+    // descriptors for its files.
+    for n in 0..20 {
+        let reply = put(cluster.addr(1), &format!("during-flood-{n}"), "v").unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    assert_eq!(cluster.exited(0), None, "node 1 died: {}", tail(&cluster.nodes[0].log, 5));
+
+    // It holds exactly its cap of connections, and refused the others.
+    let cap = cap.expect("the cap is a metric") as usize;
+    eprintln!("open-file limit {NOFILE}: HTTP connections capped at {cap}");
+    assert!(cap >= 1 && cap as u64 <= NOFILE - 256, "cap {cap}");
+    let mut seen = vec![Vec::new(); flood];
+    let fates = eventually("every connection past the cap is refused", Duration::from_secs(4), || {
+        let fates: Vec<Fate> = streams.iter_mut().zip(&mut seen).map(|(s, seen)| fate(s, seen)).collect();
+        (fates.iter().filter(|f| **f == Fate::Held).count() == cap).then_some(fates)
+    });
+    let answered = fates.iter().filter(|f| matches!(f, Fate::Answered(_))).count();
+    eprintln!("{flood} connections: {cap} held, {answered} answered 503, the rest closed");
+    for fate in &fates {
+        if let Fate::Answered(reply) = fate {
+            assert!(reply.starts_with("HTTP/1.1 503 ") && reply.contains("too_many_connections"), "{reply}");
+        }
+    }
+
+    // The held connections are closed at the header timeout; then node 1 serves again.
+    let started = Instant::now();
+    eventually("the held connections are closed", Duration::from_secs(10), || {
+        streams.iter_mut().zip(&mut seen).all(|(s, seen)| fate(s, seen) != Fate::Held).then_some(())
+    });
+    eprintln!("held connections closed {:?} after they were counted", started.elapsed());
+    drop(streams);
+    let reply = put(http, "after-flood", "v").unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let status = cluster.status(0).expect("node 1 answers its status");
+    assert!(status["checkpoint_slot"].as_u64().is_some_and(|slot| slot >= 15), "{status}");
+    assert_eq!(metric(http, "synod_http_connections_refused_total"), Some((flood - cap) as f64));
+    assert_eq!(cluster.exited(0), None);
+}
+
+#[test]
+fn slowloris_connections_are_closed_at_the_header_timeout_and_the_node_serves_on() {
+    let cluster = Cluster::start_with_env("slowloris", &[("SYNOD_HTTP_HEADER_TIMEOUT_MS", "1000")]);
+    let http = cluster.addr(0);
+    let (mut streams, opened): (Vec<TcpStream>, Vec<Instant>) = (0..200)
+        .map(|_| {
+            let mut stream = TcpStream::connect(http).unwrap();
+            let opened = Instant::now();
+            stream.write_all(b"GET /v1/status HTTP/1.1\r\nHost: synod\r\n").unwrap();
+            (stream, opened)
+        })
+        .unzip();
+    // How long each stayed open, from its own opening.
+    let mut closed_at = vec![None; streams.len()];
+    let mut seen = vec![Vec::new(); streams.len()];
+    eventually("every slowloris connection is closed", Duration::from_secs(5), || {
+        for (i, stream) in streams.iter_mut().enumerate() {
+            if closed_at[i].is_none() && fate(stream, &mut seen[i]) != Fate::Held {
+                closed_at[i] = Some(opened[i].elapsed());
+            }
+        }
+        closed_at.iter().all(Option::is_some).then_some(())
+    });
+    let first = closed_at.iter().flatten().min().unwrap();
+    let last = closed_at.iter().flatten().max().unwrap();
+    eprintln!("200 slowloris connections, header timeout 1 s: closed after {first:?} to {last:?}");
+    assert!(*first >= Duration::from_millis(900), "closed after {first:?}, before the header timeout");
+    assert!(*last < Duration::from_secs(3), "the last closed after {last:?}");
+    assert_eq!(metric(http, "synod_http_connections_timed_out_total{timeout=\"header\"}"), Some(200.0));
+    let reply = put(http, "after-slowloris", "v").unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// User plus system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Sets the soft open-file limit of process `pid`; returns the previous limits.
+fn set_soft_nofile(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads `new` and writes `old`, both ours.
+    let got = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let set = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
+#[test]
+fn a_node_out_of_descriptors_keeps_accepting_later_without_dying_or_spinning() {
+    let mut cluster = Cluster::start("emfile");
+    let (pid, http, peer) = (cluster.pid(0), cluster.addr(0), cluster.nodes[0].peer);
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    // Four descriptors to spare, then every accept fails with EMFILE. Nothing is written
+    // meanwhile, so the storage needs none.
+    let old = set_soft_nofile(pid, open + 4);
+    let cpu_before = cpu_time(pid);
+    let clients: Vec<TcpStream> = (0..40)
+        .flat_map(|_| [TcpStream::connect(http).unwrap(), TcpStream::connect(peer).unwrap()])
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_time(pid) - cpu_before;
+    set_soft_nofile(pid, old.rlim_cur);
+    drop(clients);
+    eprintln!("2 s with both listeners failing to accept: {cpu:?} of CPU");
+    assert!(cpu < Duration::from_millis(500), "{cpu:?} of CPU in 2 s: the accept loop spins");
+    assert_eq!(cluster.exited(0), None, "the node died: {}", tail(&cluster.nodes[0].log, 5));
+
+    cluster.wait_for_leader(ELECTION_DEADLINE);
+    let reply = put(http, "after-emfile", "v").unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    for listener in ["http", "peer"] {
+        let errors = metric(http, &format!("synod_accept_errors_total{{listener=\"{listener}\"}}"));
+        assert!(errors.is_some_and(|n| n >= 1.0), "{listener}: {errors:?}");
+    }
 }

@@ -179,6 +179,9 @@ pub struct Node {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// The open-file limit (soft and hard) this node's process starts with, if not the
+    /// test's own.
+    pub nofile: Option<u64>,
 }
 
 /// Three `synod server` processes. Dropping it SIGKILLs them all and removes their data,
@@ -210,10 +213,17 @@ impl Cluster {
 
     /// Starts three nodes with extra environment variables (e.g. `SYNOD_*` settings).
     pub fn start_with_env(test: &str, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(test, env, |_| {})
+    }
+
+    /// Starts three nodes with extra environment variables, after `configure` has set
+    /// what it wants of the nodes (e.g. a node's `nofile`).
+    pub fn start_with(test: &str, env: &[(&str, &str)], configure: impl Fn(&mut Cluster)) -> Cluster {
         const ATTEMPTS_MAX: u32 = 3;
         for attempt in 1..=ATTEMPTS_MAX {
             let mut cluster = Cluster::create(test);
             cluster.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            configure(&mut cluster);
             match (0..3).try_for_each(|i| cluster.spawn(i)) {
                 Ok(()) => {
                     cluster.wait_for_leader(ELECTION_DEADLINE);
@@ -243,6 +253,7 @@ impl Cluster {
                 dir: root.join(format!("node-{}", i + 1)),
                 log: root.join(format!("node-{}.log", i + 1)),
                 child: None,
+                nofile: None,
             })
             .collect();
         let members =
@@ -268,7 +279,21 @@ impl Cluster {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} is already running", node.id);
         let log = OpenOptions::new().create(true).append(true).open(&node.log).expect("open the node's log");
-        let child = Command::new(SYNOD)
+        let mut command = Command::new(SYNOD);
+        if let Some(nofile) = node.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+            // SAFETY: between fork and exec, only setrlimit (async-signal-safe) runs.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("server")
             .args(["--node-id", &node.id.to_string()])
             .args(["--cluster", &self.name])
@@ -302,6 +327,16 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of node `i`, which must be running.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.nodes[i].child.as_ref().expect("the node is running").id()
+    }
+
+    /// Whether node `i`'s process has exited (and with what), without waiting.
+    pub fn exited(&mut self, i: usize) -> Option<ExitStatus> {
+        self.nodes[i].child.as_mut().expect("the node was started").try_wait().expect("try_wait")
     }
 
     pub fn restart(&mut self, i: usize) {
