@@ -83,6 +83,11 @@ pub const REFUSING_MAX: usize = 32;
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 /// Bytes read from a refused connection at most.
 const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+/// The largest read buffer of a connection, which bounds a request's head (hyper answers
+/// 431 beyond). hyper's default, about 400 KiB, would let the connections a node holds
+/// pin gigabytes with heads that never end; our heads are a path of at most a few KiB
+/// (a key is at most 4 KiB) and a few headers.
+pub const READ_BUFFER_BYTES_MAX: usize = 64 * 1024;
 /// A failed `accept` is retried after this pause: the failing connection stays queued,
 /// so an immediate retry would fail again at once, in a loop.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -293,7 +298,10 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new(Instant::now()));
     let io = TokioIo::new(Observed { stream, activity: activity.clone() });
     let service = Tracked { inner: service, activity: activity.clone() };
-    let connection = http1::Builder::new().header_read_timeout(None).serve_connection(io, service);
+    let connection = http1::Builder::new()
+        .header_read_timeout(None)
+        .max_buf_size(READ_BUFFER_BYTES_MAX)
+        .serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing = false;
     loop {

@@ -201,6 +201,26 @@ async fn a_kept_alive_connection_lives_past_the_header_timeout_and_closes_at_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_larger_than_the_read_buffer_is_refused_with_431() {
+    let listener = serve(100, 10_000, 10_000).await;
+    let addr = listener.addr;
+    let (status, _) = blocking(move || {
+        let mut stream = connect(addr);
+        write!(stream, "GET /fast HTTP/1.1\r\nHost: test\r\n").unwrap();
+        // Header lines up to twice the buffer; the server may stop reading half way.
+        let line = format!("x-filler: {}\r\n", "a".repeat(1000));
+        for _ in 0..2 * http_serve::READ_BUFFER_BYTES_MAX / line.len() {
+            if stream.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+        read_response(&mut stream)
+    })
+    .await;
+    assert_eq!(status, 431);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_begun_on_an_idle_kept_alive_connection_must_arrive_within_the_header_timeout() {
     let listener = serve(100, 300, 5_000).await;
     let addr = listener.addr;
