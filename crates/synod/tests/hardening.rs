@@ -140,7 +140,13 @@ fn past_its_connection_cap_a_node_refuses_clients_and_keeps_its_descriptors_for_
 
     // Twice the process's whole descriptor limit, at once, saying nothing.
     let flood = 2 * NOFILE as usize;
-    let mut streams: Vec<TcpStream> = (0..flood).map(|_| TcpStream::connect(http).unwrap()).collect();
+    let mut streams: Vec<TcpStream> = (0..flood)
+        .map(|n| {
+            // A node that stopped accepting lets its backlog fill, and connects time out.
+            TcpStream::connect_timeout(&http, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connection {n}: {e}: {}", tail(&cluster.nodes[0].log, 2)))
+        })
+        .collect();
 
     // Meanwhile the cluster writes on, and node 1 checkpoints (every 5 slots): it has the
     // descriptors for its files.
