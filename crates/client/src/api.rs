@@ -31,7 +31,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// One of: `bad_request`, `key_too_large`, `value_too_large`, `body_too_large`,
     /// `batch_too_large`, `not_found`, `no_quorum`, `busy`, `timeout`, `session_expired`,
-    /// `session_conflict`, `internal`.
+    /// `session_conflict`, `too_many_connections` (the node holds its maximum of client
+    /// connections; sent before the request is read), `internal`.
     pub code: String,
     pub message: String,
 }

@@ -39,6 +39,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     #[serde(default)]
     pub protocol: ProtocolConfig,
+    /// Limits on client connections.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Treat this node's storage as lost (a replaced disk): it votes again only once it
     /// has repaired from its peers. Damage found by recovery implies this.
     #[serde(default)]
@@ -82,6 +85,31 @@ impl Default for ProtocolConfig {
             checkpoint_every_slots: o.checkpoint_every_slots,
             catchup_retain_slots: o.catchup_retain_slots,
         }
+    }
+}
+
+/// Limits on client connections (`[http]`; see `http_serve`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Client connections held at once at most. Lowered at start, if need be, to fit
+    /// under the open-file limit with a reserve for storage and peers. Past it, a new
+    /// connection is answered 503 `too_many_connections` and closed.
+    pub connections_max: usize,
+    /// A request's head must arrive within this long of the connection's opening (or of
+    /// its first byte on a kept-alive connection); else the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A kept-alive connection without a request for this long is closed, and a request
+    /// unanswered for this long is cut.
+    pub idle_timeout_ms: u64,
+}
+
+/// The largest `http.connections_max` accepted: far above what one process serves well.
+pub const HTTP_CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { connections_max: 10_000, header_timeout_ms: 10_000, idle_timeout_ms: 60_000 }
     }
 }
 
@@ -138,6 +166,12 @@ impl Config {
         if self.request_timeout_ms == 0 {
             return Err("request_timeout_ms must be positive".into());
         }
+        if !(1..=HTTP_CONNECTIONS_MAX_LIMIT).contains(&self.http.connections_max) {
+            return Err(format!("http.connections_max must be between 1 and {HTTP_CONNECTIONS_MAX_LIMIT}"));
+        }
+        if self.http.header_timeout_ms == 0 || self.http.idle_timeout_ms == 0 {
+            return Err("http.header_timeout_ms and http.idle_timeout_ms must be positive".into());
+        }
         #[cfg(feature = "planted-bugs")]
         self.planted_bugs()?;
         self.options().validate()
@@ -175,6 +209,9 @@ impl Config {
             listen_http: None,
             request_timeout_ms: default_request_timeout_ms(),
             protocol: ProtocolConfig::default(),
+            // Three nodes share one process's open-file limit: a smaller cap each, so
+            // that all three fit under a modest limit (see `limits`).
+            http: HttpConfig { connections_max: 1_000, ..HttpConfig::default() },
             rejoin: false,
             bootstrap: false,
             #[cfg(feature = "planted-bugs")]
@@ -199,6 +236,7 @@ mod tests {
         assert_eq!(config.cluster, "synod");
         assert_eq!(config.request_timeout_ms, 5000);
         assert_eq!(config.protocol, ProtocolConfig::default());
+        assert_eq!(config.http, HttpConfig::default());
         config.validate().unwrap();
     }
 
@@ -207,5 +245,12 @@ mod tests {
         assert!(Config::from_toml("node_id = 1\nmembers = []\nbogus = 3").unwrap_err().contains("bogus"));
         let config = Config::from_toml("node_id = 9\nmembers = []").unwrap();
         assert!(config.validate().unwrap_err().contains("node_id 9"));
+        let members = "members = [ { id = 1, peer = \"127.0.0.1:7101\", http = \"127.0.0.1:7001\" } ]";
+        let config =
+            Config::from_toml(&format!("node_id = 1\n{members}\n[http]\nconnections_max = 0")).unwrap();
+        assert!(config.validate().unwrap_err().contains("http.connections_max"));
+        let config =
+            Config::from_toml(&format!("node_id = 1\n{members}\n[http]\nheader_timeout_ms = 0")).unwrap();
+        assert!(config.validate().unwrap_err().contains("http.header_timeout_ms"));
     }
 }

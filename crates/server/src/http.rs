@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::driver::{DriverStats, Input};
 use crate::errors::ApiError;
+use crate::http_serve::HttpStats;
 use crate::metrics::Metrics;
 use crate::transport::TransportStats;
 
@@ -34,6 +35,8 @@ pub struct Shared {
     pub request_timeout: Duration,
     pub started: Instant,
     pub metrics: Metrics,
+    /// The listener's connection counters.
+    pub http: Arc<HttpStats>,
 }
 
 /// Static facts about this node and its cluster, for status pages.
@@ -331,7 +334,7 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.stats.lock().expect("stats lock").clone();
-    let body = state.metrics.render(&stats, &state.transport, stats.peer_queue_frames);
+    let body = state.metrics.render(&stats, &state.transport, &state.http, stats.peer_queue_frames);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
 }

@@ -5,7 +5,9 @@
 //! - [`transport`]: TCP between nodes, framed and checksummed by `synod_core::wire`;
 //! - [`disk`]: recovery of the data directory, and what damage means;
 //! - [`member`]: Synod as a library: your state machine, `Member::invoke`;
-//! - [`http`] and [`server`]: the node with its HTTP API (`synod server`).
+//! - [`http`] and [`server`]: the node with its HTTP API (`synod server`);
+//! - [`http_serve`] and [`limits`]: the HTTP listener's connection cap and timeouts, and
+//!   the file descriptors kept out of clients' reach.
 
 pub mod bank_api;
 pub mod config;
@@ -13,7 +15,10 @@ pub mod disk;
 pub mod driver;
 pub mod errors;
 pub mod http;
+pub mod http_serve;
 pub mod kv_api;
+pub mod limits;
+pub mod log_limit;
 pub mod member;
 pub mod metrics;
 pub mod server;

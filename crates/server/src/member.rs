@@ -134,8 +134,7 @@ where
         let deliver = inputs.clone();
         tokio::spawn(transport::serve_inbound(
             listener,
-            cluster_id,
-            members,
+            transport::InboundPolicy::new(id, cluster_id, members),
             transport_stats,
             move |from, m| {
                 let _ = deliver.try_send(Input::Peer(from, m));

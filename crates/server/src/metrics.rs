@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::driver::DriverStats;
-use crate::transport::TransportStats;
+use crate::http_serve::HttpStats;
+use crate::transport::{ConnectionRefusal, FrameRefusal, TransportStats};
+
+/// One label, e.g. `reason="checksum"`.
+type Labelled<M> = Family<[(&'static str, &'static str); 1], M>;
 
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +33,15 @@ pub struct Metrics {
     frames_dropped: Counter,
     frames_refused: Counter,
     peer_connects: Counter,
+    peer_frames_refused: Labelled<Counter>,
+    peer_connections_refused: Labelled<Counter>,
+    peer_inbound_connections: Gauge,
+    accept_errors: Labelled<Counter>,
+    http_connections: Gauge,
+    http_connections_max: Gauge,
+    http_connections_refused: Counter,
+    http_connections_timed_out: Labelled<Counter>,
+    open_files_limit: Gauge,
     decided_upto: Gauge,
     applied_upto: Gauge,
     ballot_round: Gauge,
@@ -69,6 +83,15 @@ impl Metrics {
             frames_dropped: Counter::default(),
             frames_refused: Counter::default(),
             peer_connects: Counter::default(),
+            peer_frames_refused: Family::default(),
+            peer_connections_refused: Family::default(),
+            peer_inbound_connections: Gauge::default(),
+            accept_errors: Family::default(),
+            http_connections: Gauge::default(),
+            http_connections_max: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_connections_timed_out: Family::default(),
+            open_files_limit: Gauge::default(),
             decided_upto: Gauge::default(),
             applied_upto: Gauge::default(),
             ballot_round: Gauge::default(),
@@ -116,10 +139,62 @@ impl Metrics {
         );
         registry.register(
             "frames_refused",
-            "Frames refused: checksum, version or cluster",
+            "Frames refused, every reason (see synod_peer_frames_refused_total)",
             m.frames_refused.clone(),
         );
         registry.register("peer_connects", "Outbound peer connections made", m.peer_connects.clone());
+        registry.register(
+            "peer_frames_refused",
+            "Frames refused on the peer port, by reason (a bad hello's frame included)",
+            m.peer_frames_refused.clone(),
+        );
+        registry.register(
+            "peer_connections_refused",
+            "Inbound peer connections refused at their hello or for want of a slot, by reason",
+            m.peer_connections_refused.clone(),
+        );
+        registry.register(
+            "peer_inbound_connections",
+            "Inbound peer connections open now",
+            m.peer_inbound_connections.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (e.g. out of file descriptors), by listener; each is retried after a pause",
+            m.accept_errors.clone(),
+        );
+        // Every label value from the start, so that a zero is a zero and not a gap.
+        for reason in FrameRefusal::ALL {
+            let _ = m.peer_frames_refused.get_or_create(&[("reason", reason.label())]);
+        }
+        for reason in ConnectionRefusal::ALL {
+            let _ = m.peer_connections_refused.get_or_create(&[("reason", reason.label())]);
+        }
+        let _ = m.accept_errors.get_or_create(&[("listener", "peer")]);
+        let _ = m.accept_errors.get_or_create(&[("listener", "http")]);
+        registry.register("http_connections", "Client connections open now", m.http_connections.clone());
+        registry.register(
+            "http_connections_max",
+            "Client connections held at most (http.connections_max, fitted under the open-file limit)",
+            m.http_connections_max.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Client connections refused at the cap (answered 503 too_many_connections, or closed)",
+            m.http_connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_timed_out",
+            "Client connections closed by a timeout: header (no request head in time) or idle",
+            m.http_connections_timed_out.clone(),
+        );
+        let _ = m.http_connections_timed_out.get_or_create(&[("timeout", "header")]);
+        let _ = m.http_connections_timed_out.get_or_create(&[("timeout", "idle")]);
+        registry.register(
+            "open_files_limit",
+            "The process's open-file limit (soft RLIMIT_NOFILE) after start",
+            m.open_files_limit.clone(),
+        );
         registry.register("decided_upto", "Every slot below is decided here", m.decided_upto.clone());
         registry.register("applied_upto", "Every slot below is applied here", m.applied_upto.clone());
         registry.register(
@@ -174,6 +249,7 @@ impl Metrics {
         &self,
         stats: &DriverStats,
         transport: &TransportStats,
+        http: &HttpStats,
         peer_queue_frames: usize,
     ) -> String {
         self.peer_queue_frames.set(peer_queue_frames as i64);
@@ -197,6 +273,37 @@ impl Metrics {
             .inner()
             .store(transport.frames_refused.load(Ordering::Relaxed), Ordering::Relaxed);
         self.peer_connects.inner().store(transport.connects.load(Ordering::Relaxed), Ordering::Relaxed);
+        for reason in FrameRefusal::ALL {
+            let count = transport.frames_refused_for(reason);
+            self.peer_frames_refused
+                .get_or_create(&[("reason", reason.label())])
+                .inner()
+                .store(count, Ordering::Relaxed);
+        }
+        for reason in ConnectionRefusal::ALL {
+            let count = transport.connections_refused_for(reason);
+            let counter = self.peer_connections_refused.get_or_create(&[("reason", reason.label())]);
+            counter.inner().store(count, Ordering::Relaxed);
+        }
+        self.peer_inbound_connections.set(transport.inbound_connections.load(Ordering::Relaxed) as i64);
+        let peer_accept_errors = transport.accept_errors.load(Ordering::Relaxed);
+        self.accept_errors
+            .get_or_create(&[("listener", "peer")])
+            .inner()
+            .store(peer_accept_errors, Ordering::Relaxed);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        self.accept_errors
+            .get_or_create(&[("listener", "http")])
+            .inner()
+            .store(load(&http.accept_errors), Ordering::Relaxed);
+        self.http_connections.set(load(&http.connections_open) as i64);
+        self.http_connections_max.set(load(&http.connections_max) as i64);
+        self.http_connections_refused.inner().store(load(&http.connections_refused), Ordering::Relaxed);
+        for (timeout, counter) in [("header", &http.header_timeouts), ("idle", &http.idle_timeouts)] {
+            let family = self.http_connections_timed_out.get_or_create(&[("timeout", timeout)]);
+            family.inner().store(load(counter), Ordering::Relaxed);
+        }
+        self.open_files_limit.set(load(&http.open_files_limit) as i64);
         self.waiters.set(stats.waiters as i64);
         if let Some(status) = &stats.status {
             self.decided_upto.set(status.decided_upto as i64);

@@ -15,6 +15,8 @@ use crate::config::Config;
 use crate::disk;
 use crate::driver::{Driver, DriverStats, Input, Wal};
 use crate::http::{self, NodeInfo, Shared};
+use crate::http_serve::{self, HttpLimits, HttpStats};
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::transport::{self, TransportStats};
 
@@ -59,6 +61,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     config.validate()?;
+    // Clients get a bounded share of the process's descriptors, the rest is kept for the
+    // storage and the peers (see `limits`).
+    let open_files = limits::raise_nofile_limit();
+    let fd_claim = limits::claim_http_connections(
+        config.http.connections_max,
+        config.members.len(),
+        http_serve::REFUSING_MAX as u64,
+        open_files,
+    )?;
+    if fd_claim.http_connections < config.http.connections_max {
+        tracing::warn!(
+            configured = config.http.connections_max,
+            allowed = fd_claim.http_connections,
+            open_files,
+            "HTTP connections capped below http.connections_max to fit the open-file limit"
+        );
+    }
+    let http_stats = Arc::new(HttpStats::default());
+    http_stats.open_files_limit.store(open_files, std::sync::atomic::Ordering::Relaxed);
     let me = config.me()?.clone();
     let listen_peer = config.listen_peer.clone().unwrap_or(me.peer.clone());
     let listen_http = config.listen_http.clone().unwrap_or(me.http.clone());
@@ -111,8 +132,7 @@ pub async fn run(
     let deliver_to = inputs.clone();
     tokio::spawn(transport::serve_inbound(
         peer_listener,
-        cluster_id,
-        members,
+        transport::InboundPolicy::new(id, cluster_id, members),
         transport_stats.clone(),
         move |from, message| {
             // A full queue drops the frame: links are fair-loss, the protocol retransmits.
@@ -136,14 +156,28 @@ pub async fn run(
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         started,
         metrics: Metrics::new(),
+        http: http_stats.clone(),
     });
-    tracing::info!(node = config.node_id, %listen_http, %listen_peer, cluster = %config.cluster, "serving");
-    let served = axum::serve(http_listener, http::router(shared)).with_graceful_shutdown(shutdown).await;
+    let http_limits = HttpLimits {
+        connections_max: fd_claim.http_connections,
+        header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+        idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+    };
+    tracing::info!(
+        node = config.node_id,
+        %listen_http,
+        %listen_peer,
+        cluster = %config.cluster,
+        http_connections_max = http_limits.connections_max,
+        "serving"
+    );
+    http_serve::serve(http_listener, http::router(shared), http_limits, http_stats, shutdown).await;
     // Stop the protocol thread after it persisted and released what it holds.
     let _ = inputs.send(Input::Shutdown);
     let _ = tokio::task::spawn_blocking(move || protocol.join()).await;
     tracing::info!(node = config.node_id, "stopped");
-    served.map_err(|e| format!("HTTP server failed: {e}"))
+    drop(fd_claim);
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

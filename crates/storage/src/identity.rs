@@ -100,7 +100,7 @@ mod tests {
         let identity = DirIdentity { dir_id: 0x1234_5678_9abc, cluster_id: 7, node_id: 2 };
         write_identity(&dir, &identity).unwrap();
         assert_eq!(read_identity(&dir).unwrap(), Some(identity));
-        let path = &dir.join(IDENTITY_FILE);
+        let path = dir.join(IDENTITY_FILE);
         let mut bytes = fs::read(&path).unwrap();
         bytes[MAGIC.len() + 3] ^= 0x10;
         fs::write(&path, &bytes).unwrap();

@@ -72,6 +72,18 @@ pub struct ServerArgs {
     /// a peer further behind receives a snapshot.
     #[arg(long, env = "SYNOD_CATCHUP_RETAIN_SLOTS")]
     catchup_retain_slots: Option<u64>,
+    /// Client connections held at once at most (default 10000; lowered to fit under the
+    /// open-file limit). Past it, new connections get 503 too_many_connections.
+    #[arg(long, env = "SYNOD_HTTP_CONNECTIONS_MAX")]
+    http_connections_max: Option<usize>,
+    /// A request's head must arrive within this many milliseconds of the connection's
+    /// opening, or of its first byte on a kept-alive connection (default 10000).
+    #[arg(long, env = "SYNOD_HTTP_HEADER_TIMEOUT_MS")]
+    http_header_timeout_ms: Option<u64>,
+    /// A kept-alive connection without a request for this many milliseconds is closed,
+    /// and a request unanswered this long is cut (default 60000).
+    #[arg(long, env = "SYNOD_HTTP_IDLE_TIMEOUT_MS")]
+    http_idle_timeout_ms: Option<u64>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -121,6 +133,15 @@ impl ServerArgs {
         }
         if let Some(retain) = self.catchup_retain_slots {
             config.protocol.catchup_retain_slots = retain;
+        }
+        if let Some(max) = self.http_connections_max {
+            config.http.connections_max = max;
+        }
+        if let Some(ms) = self.http_header_timeout_ms {
+            config.http.header_timeout_ms = ms;
+        }
+        if let Some(ms) = self.http_idle_timeout_ms {
+            config.http.idle_timeout_ms = ms;
         }
         if self.listen_peer.is_some() {
             config.listen_peer = self.listen_peer.clone();

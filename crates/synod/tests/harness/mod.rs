@@ -139,6 +139,18 @@ pub fn read(addr: SocketAddr, key: &str) -> Option<String> {
     reply.json()["value"].as_str().map(str::to_string)
 }
 
+/// The value of one series of `addr`'s `/metrics`, e.g.
+/// `synod_peer_frames_refused_total{reason="checksum"}`; `None` if absent or unreachable.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let reply = http(addr, "GET", "/metrics", &[], None, Duration::from_secs(2)).ok()?;
+    reply.body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How many lines of the file at `path` contain `needle` (0 if it cannot be read).
+pub fn count_lines(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path).unwrap_or_default().lines().filter(|line| line.contains(needle)).count()
+}
+
 pub fn balance(addr: SocketAddr, account: u64) -> u64 {
     let reply = get(addr, &format!("/v1/bank/accounts/{account}")).expect("the read gets an answer");
     assert_eq!(reply.status, 200, "balance of {account} through {addr}: {reply:?}");
@@ -167,6 +179,9 @@ pub struct Node {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// The open-file limit (soft and hard) this node's process starts with, if not the
+    /// test's own.
+    pub nofile: Option<u64>,
 }
 
 /// Three `synod server` processes. Dropping it SIGKILLs them all and removes their data,
@@ -198,10 +213,17 @@ impl Cluster {
 
     /// Starts three nodes with extra environment variables (e.g. `SYNOD_*` settings).
     pub fn start_with_env(test: &str, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(test, env, |_| {})
+    }
+
+    /// Starts three nodes with extra environment variables, after `configure` has set
+    /// what it wants of the nodes (e.g. a node's `nofile`).
+    pub fn start_with(test: &str, env: &[(&str, &str)], configure: impl Fn(&mut Cluster)) -> Cluster {
         const ATTEMPTS_MAX: u32 = 3;
         for attempt in 1..=ATTEMPTS_MAX {
             let mut cluster = Cluster::create(test);
             cluster.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            configure(&mut cluster);
             match (0..3).try_for_each(|i| cluster.spawn(i)) {
                 Ok(()) => {
                     cluster.wait_for_leader(ELECTION_DEADLINE);
@@ -231,6 +253,7 @@ impl Cluster {
                 dir: root.join(format!("node-{}", i + 1)),
                 log: root.join(format!("node-{}.log", i + 1)),
                 child: None,
+                nofile: None,
             })
             .collect();
         let members =
@@ -256,7 +279,21 @@ impl Cluster {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} is already running", node.id);
         let log = OpenOptions::new().create(true).append(true).open(&node.log).expect("open the node's log");
-        let child = Command::new(SYNOD)
+        let mut command = Command::new(SYNOD);
+        if let Some(nofile) = node.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+            // SAFETY: between fork and exec, only setrlimit (async-signal-safe) runs.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("server")
             .args(["--node-id", &node.id.to_string()])
             .args(["--cluster", &self.name])
@@ -290,6 +327,16 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of node `i`, which must be running.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.nodes[i].child.as_ref().expect("the node is running").id()
+    }
+
+    /// Whether node `i`'s process has exited (and with what), without waiting.
+    pub fn exited(&mut self, i: usize) -> Option<ExitStatus> {
+        self.nodes[i].child.as_mut().expect("the node was started").try_wait().expect("try_wait")
     }
 
     pub fn restart(&mut self, i: usize) {
