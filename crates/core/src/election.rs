@@ -51,6 +51,8 @@ pub struct Election {
     /// The ballot of the leader this node follows (its own when it leads).
     leader: Option<Ballot>,
     quorum_connected: bool,
+    /// When a round last ended with a majority heard (see `quorum_heard_at`).
+    quorum_heard_at: Option<Time>,
     happy: bool,
     unhappy_since: Option<Time>,
     /// This node may take over. False while it recovers from lost storage: it must not
@@ -86,6 +88,7 @@ impl Election {
             ballot_max,
             leader: None,
             quorum_connected: false,
+            quorum_heard_at: None,
             happy: false,
             unhappy_since: None,
             may_lead: true,
@@ -106,6 +109,12 @@ impl Election {
     }
     pub fn quorum_connected(&self) -> bool {
         self.quorum_connected
+    }
+    /// When a round last ended with a majority heard. A reply that comes a moment after
+    /// its round ended (a busy machine) makes one round miss its majority; a caller that
+    /// must not act on one such round asks how long ago the majority was last heard.
+    pub fn quorum_heard_at(&self) -> Option<Time> {
+        self.quorum_heard_at
     }
     pub fn next_round_at(&self) -> Time {
         self.next_round_at
@@ -186,6 +195,9 @@ impl Election {
 
     fn evaluate(&mut self, now: Time, rng: &mut impl Rng, leading: Option<Ballot>) -> ElectionEvent {
         self.quorum_connected = self.replies.len() + 1 >= self.quorum;
+        if self.quorum_connected {
+            self.quorum_heard_at = Some(now);
+        }
         // A ballot of ours is a live claim only while our leader role holds it. Peers may
         // still report an older ballot of ours (we restarted, or were preempted); following
         // it would leave the cluster behind a leader that does not lead (simulator seeds

@@ -45,6 +45,10 @@ pub struct Status {
     pub is_leader: bool,
     /// The node heard from a majority in its last heartbeat round.
     pub quorum_connected: bool,
+    /// How long ago (µs, as of `status_at`'s `now`) a round last ended with a majority
+    /// heard; `None` if never. One round that missed its majority by a late reply is not
+    /// a lost majority: callers that refuse work without one should allow a round or two.
+    pub quorum_heard_us_ago: Option<u64>,
     /// Every slot below this is decided at this node.
     pub decided_upto: Slot,
     /// Every slot below this is applied to the state machine.
@@ -279,6 +283,7 @@ impl<S: StateMachine> Node<S> {
     /// This node's view. `now` dates the peers' last heartbeats.
     pub fn status_at(&self, now: Time) -> Status {
         let mut status = self.status();
+        status.quorum_heard_us_ago = self.election.quorum_heard_at().map(|at| now.saturating_sub(at));
         status.peers = self
             .election
             .last_heard()
@@ -299,6 +304,7 @@ impl<S: StateMachine> Node<S> {
             leader: self.election.leader(),
             is_leader: self.leader.is_active(),
             quorum_connected: self.election.quorum_connected(),
+            quorum_heard_us_ago: None,
             decided_upto: self.replica.slot_out(),
             applied_upto: self.replica.slot_out(),
             requests_pending: self.requester.len(),

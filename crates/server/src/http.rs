@@ -46,12 +46,16 @@ pub struct NodeInfo {
     pub cluster: String,
     /// (id, peer address, HTTP address) of every member.
     pub members: Vec<(u32, String, String)>,
+    /// The protocol's heartbeat interval (a round), for judging quorum reports.
+    pub heartbeat_ms: u64,
 }
 
 pub type AppState = Arc<Shared>;
 
 /// How often a pending call checks that its node still reaches a majority.
 const QUORUM_CHECK_MS: u64 = 100;
+/// Heartbeat rounds a majority may go unheard before calls are refused (`require_quorum`).
+const QUORUM_GRACE_ROUNDS: u64 = 3;
 
 /// Why a pending call stopped waiting.
 enum Waited {
@@ -168,9 +172,16 @@ impl Shared {
     }
 
     /// Refuses early when this node cannot reach a majority: the call could only hang.
+    /// A majority heard within the last [`QUORUM_GRACE_ROUNDS`] heartbeat rounds counts:
+    /// on a busy machine a peer's reply can miss the end of its round by a moment, and one
+    /// such round made a write fail with `no_quorum` although nothing was wrong.
     fn require_quorum(&self) -> Result<(), ApiError> {
+        let grace_us = QUORUM_GRACE_ROUNDS * self.info.heartbeat_ms * 1000;
+        let heard = |status: &Status| {
+            status.quorum_connected || status.quorum_heard_us_ago.is_some_and(|ago| ago <= grace_us)
+        };
         match self.status() {
-            Some(status) if status.quorum_connected && status.leader.is_some() => Ok(()),
+            Some(status) if heard(&status) && status.leader.is_some() => Ok(()),
             _ => Err(ApiError::unavailable(
                 "no_quorum",
                 "this node does not currently reach a majority with a leader; retry here later or try another node",

@@ -152,6 +152,7 @@ pub async fn run(
                 .iter()
                 .map(|m| (m.id, m.peer.clone(), format!("http://{}", m.http)))
                 .collect(),
+            heartbeat_ms: config.protocol.heartbeat_ms,
         },
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         started,

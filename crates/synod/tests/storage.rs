@@ -1,7 +1,8 @@
-//! Damaged storage on a real cluster (issue 4): a node whose log or checkpoint has a
+//! Damaged and lost storage on a real cluster: a node whose log or checkpoint has a
 //! flipped byte detects it, refuses to vote while it cannot hear every other member, and
 //! once it can, repairs from its peers (a snapshot when its checkpoint is gone) and serves
-//! every acknowledged write again.
+//! every acknowledged write again. A node whose data directory was wiped does the same
+//! without being told: an empty directory is a new replica, never a founding voter.
 
 mod harness;
 
@@ -141,4 +142,80 @@ fn a_flipped_byte_in_the_checkpoint_is_detected_and_the_node_repairs_from_a_peer
         status["snapshots_installed"].as_u64() >= Some(1),
         "the node whose checkpoint was lost must have received a snapshot: {status}"
     );
+}
+
+/// Leader L, followers A and B. B stops; 41 writes are acknowledged by L and A; L is
+/// killed; A's data directory is wiped and A restarts with no flag; B restarts. A and B
+/// are a majority, but A forgot everything, B never saw the 41 writes: if A voted, they
+/// would elect a leader without them (this happened before data directories had
+/// identities). A must recover instead, and nothing is served until L returns.
+#[test]
+fn a_wiped_directory_restarted_without_a_flag_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start("wiped-dir");
+    let l = cluster.wait_for_leader(ELECTION_DEADLINE);
+    let (a, b) = ((l + 1) % 3, (l + 2) % 3);
+    cluster.terminate(b, Duration::from_secs(10)).expect("stop B");
+    let keys: Vec<String> = (0..41)
+        .map(|n| {
+            let key = format!("w{n:02}");
+            eventually(&format!("PUT {key} through L"), Duration::from_secs(20), || {
+                let reply = put(cluster.addr(l), &key, &format!("v{n}")).ok()?;
+                (reply.status == 200).then_some(())
+            });
+            key
+        })
+        .collect();
+    cluster.kill(l);
+    cluster.terminate(a, Duration::from_secs(10)).expect("stop A");
+    fs::remove_dir_all(&cluster.nodes[a].dir).expect("wipe A's data directory");
+    cluster.restart(a);
+    cluster.restart(b);
+
+    // A is a new replica: it recovers, and with L down nobody can be elected.
+    let progress = eventually("the wiped node reports its recovery", Duration::from_secs(10), || {
+        recovering(&cluster, a).filter(|r| !r.is_null())
+    });
+    assert_eq!(progress["members_needed"], 2, "{progress}");
+    assert!(
+        fs::read_to_string(&cluster.nodes[a].log).unwrap_or_default().contains("the data directory is empty"),
+        "the wiped node must say why it does not vote:\n{}",
+        tail(&cluster.nodes[a].log, 20)
+    );
+    std::thread::sleep(ELECTION_TIMEOUT * 6);
+    for i in [a, b] {
+        let reply = put(cluster.addr(i), "during-recovery", "x").expect("PUT");
+        assert_eq!(reply.status, 503, "a write succeeded without L: {}", reply.body);
+        let read = get(cluster.addr(i), "/v1/kv/w00").expect("GET");
+        assert_ne!(read.status, 200, "a linearizable read answered without L: {}", read.body);
+    }
+
+    // L returns: A repairs, and every acknowledged write is read back from every node.
+    cluster.restart(l);
+    eventually("the wiped node repairs", Duration::from_secs(30), || {
+        recovering(&cluster, a).filter(|r| r.is_null())
+    });
+    cluster.wait_for_leader(ELECTION_DEADLINE);
+    for i in [l, a, b] {
+        for (n, key) in keys.iter().enumerate() {
+            let value = eventually(&format!("read {key} at node {}", i + 1), Duration::from_secs(10), || {
+                let reply = get(cluster.addr(i), &format!("/v1/kv/{key}")).ok()?;
+                (reply.status == 200).then(|| reply.json()["value"].as_str().map(str::to_string)).flatten()
+            });
+            assert_eq!(value, format!("v{n}"), "{key} at node {}", i + 1);
+        }
+    }
+    assert!(!cluster.nodes[a].dir.join("DAMAGED").exists(), "the marker is cleared once repaired");
+}
+
+/// A directory written by another node (a volume mounted on the wrong machine) is
+/// refused at start, with a message that says whose it is.
+#[test]
+fn a_data_directory_of_another_node_is_refused_at_start() {
+    let mut cluster = Cluster::start("wrong-volume");
+    cluster.terminate(0, Duration::from_secs(10)).expect("stop node 1");
+    cluster.terminate(1, Duration::from_secs(10)).expect("stop node 2");
+    fs::remove_dir_all(&cluster.nodes[0].dir).expect("remove node 1's directory");
+    fs::rename(&cluster.nodes[1].dir, &cluster.nodes[0].dir).expect("move node 2's directory to node 1");
+    let error = cluster.spawn(0).expect_err("node 1 must refuse node 2's directory");
+    assert!(error.contains("belongs to node 2"), "{error}");
 }

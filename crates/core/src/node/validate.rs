@@ -162,8 +162,11 @@ impl<S: StateMachine> Node<S> {
                 }
                 slot(status.decided_upto)?;
                 slot(status.accepted_upto)?;
-                // As for a Promise: no honest vote lies that far beyond the decided prefix.
-                if status.accepted_upto > status.decided_upto.saturating_add(self.options.slots_ahead_max()) {
+                // As for a Promise: no honest vote lies that far beyond the decided prefix,
+                // unless the storage below it was lost (a recovering node reports what its
+                // damaged log still holds, its checkpoint perhaps gone).
+                let horizon = status.decided_upto.saturating_add(self.options.slots_ahead_max());
+                if status.accepted_upto > horizon && !status.recovering {
                     return Err(Refusal::Inconsistent);
                 }
                 Ok(())
