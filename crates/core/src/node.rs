@@ -261,6 +261,11 @@ impl<S: StateMachine> Node<S> {
         self.election.set_may_lead(false);
     }
 
+    /// Messages from peers refused so far (see `Refusal`).
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
     /// True while the node recovers from lost storage and does not vote.
     pub fn is_recovering(&self) -> bool {
         self.recovery.is_some()

@@ -19,6 +19,7 @@ use synod_core::{
 use synod_storage::Storage;
 use tokio::sync::oneshot;
 
+use crate::log_limit::{WarnLimiter, WARN_WINDOW};
 use crate::transport::Outbound;
 
 /// Inputs drained into one sync at most: bounds the latency a burst adds.
@@ -84,6 +85,9 @@ pub struct Driver<S: StateMachine> {
     configuration: Vec<u8>,
     /// Whether the node was recovering at the last turn (to log the change).
     was_recovering: bool,
+    /// Messages the node refused so far (to log new refusals, rate-limited per sender).
+    refusals_logged: u64,
+    refusal_warnings: WarnLimiter<NodeId>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -107,6 +111,8 @@ impl<S: StateMachine> Driver<S> {
             lease_reads: Vec::new(),
             configuration: Vec::new(),
             was_recovering: false,
+            refusals_logged: 0,
+            refusal_warnings: WarnLimiter::new(WARN_WINDOW),
         }
     }
 
@@ -242,6 +248,7 @@ impl<S: StateMachine> Driver<S> {
             }
             tracing::warn!("repaired from peers: this replica votes again");
         }
+        self.log_refusals();
         let recovering = self.node.is_recovering();
         if recovering && !self.was_recovering {
             tracing::warn!("recovering from lost storage: not voting until every other member answers");
@@ -294,6 +301,32 @@ impl<S: StateMachine> Driver<S> {
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();
         synced.then_some(lsn)
+    }
+}
+
+impl<S: StateMachine> Driver<S> {
+    /// A peer's message that broke the protocol's rules was refused (`synod_core::Refusal`):
+    /// a bug or a hostile sender, worth a warning, but never one line per message.
+    fn log_refusals(&mut self) {
+        let refusals = self.node.refusals();
+        let total = refusals.total();
+        if total == self.refusals_logged {
+            return;
+        }
+        let new = total - self.refusals_logged;
+        self.refusals_logged = total;
+        let Some((reason, from, kind)) = refusals.last else { return };
+        if let Some(suppressed) = self.refusal_warnings.admit(&from, Instant::now()) {
+            tracing::warn!(
+                peer = %from,
+                reason = reason.name(),
+                message = kind,
+                new,
+                suppressed,
+                "refused a message that breaks the protocol's rules (a bug or a hostile sender; \
+                 synod_peer_messages_refused_total counts them all)"
+            );
+        }
     }
 }
 

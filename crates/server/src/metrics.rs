@@ -34,6 +34,7 @@ pub struct Metrics {
     frames_refused: Counter,
     peer_connects: Counter,
     peer_frames_refused: Labelled<Counter>,
+    peer_messages_refused: Labelled<Counter>,
     peer_connections_refused: Labelled<Counter>,
     peer_inbound_connections: Gauge,
     accept_errors: Labelled<Counter>,
@@ -84,6 +85,7 @@ impl Metrics {
             frames_refused: Counter::default(),
             peer_connects: Counter::default(),
             peer_frames_refused: Family::default(),
+            peer_messages_refused: Family::default(),
             peer_connections_refused: Family::default(),
             peer_inbound_connections: Gauge::default(),
             accept_errors: Family::default(),
@@ -149,6 +151,11 @@ impl Metrics {
             m.peer_frames_refused.clone(),
         );
         registry.register(
+            "peer_messages_refused",
+            "Well-formed messages from peers that broke the protocol's rules, refused by the node, by reason",
+            m.peer_messages_refused.clone(),
+        );
+        registry.register(
             "peer_connections_refused",
             "Inbound peer connections refused at their hello or for want of a slot, by reason",
             m.peer_connections_refused.clone(),
@@ -169,6 +176,9 @@ impl Metrics {
         }
         for reason in ConnectionRefusal::ALL {
             let _ = m.peer_connections_refused.get_or_create(&[("reason", reason.label())]);
+        }
+        for reason in synod_core::Refusal::ALL {
+            let _ = m.peer_messages_refused.get_or_create(&[("reason", reason.name())]);
         }
         let _ = m.accept_errors.get_or_create(&[("listener", "peer")]);
         let _ = m.accept_errors.get_or_create(&[("listener", "http")]);
@@ -319,6 +329,10 @@ impl Metrics {
             self.batches_proposed.inner().store(status.batches_proposed, Ordering::Relaxed);
             self.commands_proposed.inner().store(status.commands_proposed, Ordering::Relaxed);
             self.elections_started.inner().store(status.elections_started, Ordering::Relaxed);
+            for (reason, count) in status.refusals.by_reason() {
+                let counter = self.peer_messages_refused.get_or_create(&[("reason", reason.name())]);
+                counter.inner().store(count, Ordering::Relaxed);
+            }
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -36,7 +36,7 @@
 //! | torn write | a crash keeps a random prefix of the unsynced records, in order (a checkpoint only whole, after its records) | nothing: it was never acknowledged |
 //! | bit flip, unreadable sector | in the synced log: the bad record and the rest of its segment are lost; the node boots damaged | recover from the peers before voting |
 //! | bad or missing checkpoint | the snapshot is gone, and the log below it was compacted; the base batch above survives; the node boots damaged | recover, and get a snapshot from a peer |
-//! | disk lost | nothing survives (a replaced disk, started with the rejoin flag); the node boots damaged | recover, from nothing |
+//! | disk replaced | an empty disk and no flag: nothing survives, not even the identity or the damage marker; the node boots as a new replica | recover, from nothing, on its own |
 //!
 //! **Storage faults are placed so that a majority keeps a good copy of every record**: a
 //! disk fault strikes only a node that is down, and only while no other node is damaged

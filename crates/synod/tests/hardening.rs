@@ -103,6 +103,51 @@ fn the_peer_port_refuses_strangers_and_survives_a_thousand_garbage_frames_with_a
     assert!(warnings <= 4, "{warnings} WARN lines: {}", tail(&log, 10));
 }
 
+/// A hello claiming to be a member, then one well-formed frame (right version, cluster id
+/// and CRC32C) holding a Prepare whose round is the last one and whose leader is the
+/// current leader. Before, every node that got it panicked ("a new leadership needs a
+/// higher ballot"), no leader was elected again, and a clean restart of all three panicked
+/// once more: the absurd promise was durable. Now the Prepare is refused and counted at
+/// every node, leadership is undisturbed, and a restart of every node elects and serves.
+#[test]
+fn a_forged_prepare_with_the_last_round_is_refused_and_the_cluster_serves_on_through_a_restart() {
+    let mut cluster = Cluster::start("forged-prepare");
+    let wire_id = wire::cluster_id(&cluster.name);
+    let leader = cluster.wait_for_leader(ELECTION_DEADLINE);
+    let liar = (leader + 1) % 3;
+    let forged = synod_core::Message::<synod_core::apps::AppCommand>::Prepare {
+        ballot: synod_core::Ballot { round: u64::MAX, leader: NodeId(leader as u32 + 1) },
+        from_slot: 0,
+    };
+    for target in (0..3).filter(|&i| i != liar) {
+        let mut stream = connect_with_hello(cluster.nodes[target].peer, wire_id, liar as u32 + 1);
+        stream.write_all(&wire::encode(wire_id, &forged)).unwrap();
+    }
+    for target in (0..3).filter(|&i| i != liar) {
+        let series = "synod_peer_messages_refused_total{reason=\"ballot_too_far\"}";
+        eventually("the forged Prepare is refused and counted", Duration::from_secs(10), || {
+            (metric(cluster.addr(target), series)? == 1.0).then_some(())
+        });
+    }
+    assert_eq!(cluster.wait_for_leader(ELECTION_DEADLINE), leader, "leadership is undisturbed");
+    let reply = put(cluster.addr(leader), "after-forgery", "1").unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    for i in 0..3 {
+        let round = metric(cluster.addr(i), "synod_ballot_round").expect("the ballot round");
+        assert!((1.0..1000.0).contains(&round), "node {} adopted round {round}", i + 1);
+    }
+    // Every node restarts cleanly, elects a leader and serves.
+    for i in 0..3 {
+        cluster.terminate(i, Duration::from_secs(10)).expect("a clean stop");
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    let leader = cluster.wait_for_leader(ELECTION_DEADLINE);
+    let reply = put(cluster.addr(leader), "after-restart", "2").unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
 /// What became of a client connection the server may be holding.
 #[derive(Debug, PartialEq)]
 enum Fate {
