@@ -73,6 +73,20 @@ pub enum Output<O> {
     Rejected { client_id: ClientId, seq: u64, reason: Rejection },
 }
 
+/// When a [`Ready`] may be released ([`Ready::release_mode`]). Every `Ready` is released
+/// in the order it was taken, after every earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseMode {
+    /// Nothing to write: at once ([`Ready::release_written`] with the current lsn).
+    AtOnce,
+    /// Decisions only: once its records are written after every earlier batch, before
+    /// they are synced ([`Ready::release_written`]).
+    OnceWritten,
+    /// A vote, an identity, a checkpoint or a marker change: once synced, checkpoint and
+    /// marker included ([`Ready::release`]).
+    OnceSynced,
+}
+
 /// Proof from the storage that every record through `lsn` is durable.
 /// Construct it only after the sync returned success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +129,17 @@ pub struct Ready<C, O> {
     pub damaged: bool,
     messages: Vec<Envelope<C>>,
     outputs: Vec<Output<O>>,
+    reads: Vec<u64>,
+}
+
+/// What a released [`Ready`] hands the driver.
+#[derive(Debug)]
+pub struct Released<C, O> {
+    pub messages: Vec<Envelope<C>>,
+    pub outputs: Vec<Output<O>>,
+    /// Lease reads (the tokens given to `Node::lease_read`) whose read index the state
+    /// this batch leaves behind has reached: answer each from the state machine now.
+    pub reads: Vec<u64>,
 }
 
 impl<C, O> Ready<C, O> {
@@ -124,7 +149,16 @@ impl<C, O> Ready<C, O> {
         messages: Vec<Envelope<C>>,
         outputs: Vec<Output<O>>,
     ) -> Self {
-        Ready { persist, persist_lsn, checkpoint: None, repaired: false, damaged: false, messages, outputs }
+        Ready {
+            persist,
+            persist_lsn,
+            checkpoint: None,
+            repaired: false,
+            damaged: false,
+            messages,
+            outputs,
+            reads: Vec::new(),
+        }
     }
 
     /// Nothing to do at all.
@@ -132,20 +166,21 @@ impl<C, O> Ready<C, O> {
         self.persist.is_empty()
             && self.messages.is_empty()
             && self.outputs.is_empty()
+            && self.reads.is_empty()
             && self.checkpoint.is_none()
             && !self.repaired
             && !self.damaged
     }
 
     /// Hands out the messages and outputs once `persisted` covers this batch.
-    pub fn release(self, persisted: Persisted) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
+    pub fn release(self, persisted: Persisted) -> Released<C, O> {
         assert!(
             persisted.lsn >= self.persist_lsn,
             "persist-before-send violated: releasing a batch through lsn {} with only {} durable",
             self.persist_lsn,
             persisted.lsn
         );
-        (self.messages, self.outputs)
+        self.released()
     }
 
     /// True if this batch holds a vote (a promise or an accepted value) or an identity:
@@ -155,17 +190,22 @@ impl<C, O> Ready<C, O> {
         self.persist.iter().any(|record| !matches!(record, Record::Decided { .. }))
     }
 
-    /// True if this batch may be released once written, before its fsync: decisions
-    /// only, and no checkpoint or marker with them ([`Ready::release_written`]).
-    pub fn decisions_only(&self) -> bool {
-        !self.persist.is_empty()
-            && !self.holds_votes()
-            && self.checkpoint.is_none()
-            && !self.repaired
-            && !self.damaged
+    /// When this batch may be released: **the one rule both drivers follow** (after the
+    /// `Accept`s, which leave first: [`Ready::take_accepts`]).
+    pub fn release_mode(&self) -> ReleaseMode {
+        let disk_work =
+            !self.persist.is_empty() || self.checkpoint.is_some() || self.repaired || self.damaged;
+        if !disk_work {
+            ReleaseMode::AtOnce
+        } else if self.holds_votes() || self.checkpoint.is_some() || self.repaired || self.damaged {
+            ReleaseMode::OnceSynced
+        } else {
+            ReleaseMode::OnceWritten
+        }
     }
 
-    /// Hands out the messages and outputs of a batch that holds **decisions only**, once
+    /// Hands out the messages and outputs of a batch that holds **decisions only** (or
+    /// nothing to write at all), once
     /// its records are written (in order, after every earlier batch) but before they are
     /// synced. Safe because a decision is a fact the cluster keeps, not a promise of ours:
     /// every vote it rests on is durable at its acceptor — a peer sends `Accepted` only
@@ -174,7 +214,7 @@ impl<C, O> Ready<C, O> {
     /// loses nothing but a catch-up. It saves one fsync on the commit path of every slot.
     /// A batch with a checkpoint or the repaired flag is synced and released with
     /// [`Ready::release`].
-    pub fn release_written(self, written: Persisted) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
+    pub fn release_written(self, written: Persisted) -> Released<C, O> {
         assert!(!self.holds_votes(), "a batch with votes must be synced before release");
         assert!(
             self.checkpoint.is_none() && !self.repaired && !self.damaged,
@@ -186,7 +226,7 @@ impl<C, O> Ready<C, O> {
             self.persist_lsn,
             written.lsn
         );
-        (self.messages, self.outputs)
+        self.released()
     }
 
     /// Takes this batch's phase-2a `Accept`s out so that they leave **before** its
@@ -214,8 +254,17 @@ impl<C, O> Ready<C, O> {
     /// For the simulator's planted `skip-persist` bug only: hands out the messages without
     /// proof of durability. Never call this from a real driver.
     #[doc(hidden)]
-    pub fn release_unpersisted(self) -> (Vec<Envelope<C>>, Vec<Output<O>>) {
-        (self.messages, self.outputs)
+    pub fn release_unpersisted(self) -> Released<C, O> {
+        self.released()
+    }
+
+    fn released(self) -> Released<C, O> {
+        Released { messages: self.messages, outputs: self.outputs, reads: self.reads }
+    }
+
+    /// Lease reads whose index this batch reaches (see [`Released::reads`]).
+    pub(crate) fn set_reads(&mut self, reads: Vec<u64>) {
+        self.reads = reads;
     }
 }
 

@@ -32,7 +32,9 @@ pub mod state_machine;
 pub mod types;
 pub mod wire;
 
-pub use effects::{DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record, Rejection};
+pub use effects::{
+    DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record, Rejection, ReleaseMode, Released,
+};
 pub use message::{Heartbeat, Message};
 pub use node::{Node, PeerView, Refusal, Refusals, Status};
 pub use options::{Options, PlantedBugs};

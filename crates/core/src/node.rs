@@ -132,6 +132,8 @@ pub struct Node<S: StateMachine> {
     lease_votes: BTreeSet<NodeId>,
     /// As leader: reads may be served without the log until this time.
     lease_until: Time,
+    /// Lease reads waiting for their read index to be applied: (index, driver's token).
+    lease_reads: Vec<(Slot, u64)>,
     elections_started: u64,
     /// The time of the latest input, and work deferred to `take_ready` (batching).
     last_now: Time,
@@ -234,6 +236,7 @@ impl<S: StateMachine> Node<S> {
             lease_round: LeaseRound { round: 0, started: now },
             lease_votes: BTreeSet::new(),
             lease_until: now,
+            lease_reads: Vec::new(),
             elections_started: 0,
             last_now: now,
             dispatch_pending: false,
@@ -359,6 +362,7 @@ impl<S: StateMachine> Node<S> {
         ready.checkpoint = self.checkpoint_pending.take();
         ready.repaired = std::mem::take(&mut self.repaired_pending);
         ready.damaged = std::mem::take(&mut self.damaged_pending);
+        ready.set_reads(self.take_lease_reads());
         ready
     }
 
@@ -408,6 +412,7 @@ impl<S: StateMachine> Node<S> {
             || self.checkpoint_pending.is_some()
             || self.repaired_pending
             || self.damaged_pending
+            || self.lease_reads.iter().any(|(index, _)| *index <= self.replica.slot_out())
     }
 
     /// The deadline returned by `poll_timeout` has passed.

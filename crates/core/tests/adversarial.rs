@@ -37,7 +37,7 @@ fn leader_counts_its_own_vote_only_once_it_is_durable() {
     follower_node.handle_message(now, leader, accept.message);
     let reply = follower_node.take_ready();
     let lsn = reply.persist_lsn;
-    let (messages, _) = reply.release(Persisted::through(lsn));
+    let messages = reply.release(Persisted::through(lsn)).messages;
     let accepted = messages.into_iter().find(|e| e.to == leader).expect("the follower's Accepted");
     // The follower's durable vote arrives while the leader's own is written, not synced.
     let node = cluster.nodes.get_mut(&leader).unwrap().as_mut().unwrap();

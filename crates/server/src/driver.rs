@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synod_core::{
-    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, Slot, StateMachine,
-    Status, Time,
+    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, ReleaseMode, Released,
+    StateMachine, Status, Time,
 };
 use synod_storage::Storage;
 use tokio::sync::oneshot;
@@ -39,9 +39,8 @@ pub type CallResult<O> = Result<O, Rejection>;
 /// Where a local read's answer goes: the output (`None` for a write) and the node's status.
 pub type LocalReply<S> = oneshot::Sender<(Option<<S as StateMachine>::Output>, Status)>;
 
-/// A lease read waiting for its read index: (index, command, where the answer goes).
-type LeaseRead<S> =
-    (Slot, <S as StateMachine>::Command, oneshot::Sender<Option<<S as StateMachine>::Output>>);
+/// A lease read waiting for its read index: the command and where the answer goes.
+type LeaseRead<S> = (<S as StateMachine>::Command, oneshot::Sender<Option<<S as StateMachine>::Output>>);
 
 /// What the protocol thread is fed.
 pub enum Input<S: StateMachine> {
@@ -79,8 +78,9 @@ pub struct Driver<S: StateMachine> {
     /// Local reads wait for the turn's sync: the state they see may rest on this node's
     /// own accept votes, which count only once durable.
     reads: Vec<(S::Command, LocalReply<S>)>,
-    /// Lease reads waiting for their read index to be applied.
-    lease_reads: Vec<LeaseRead<S>>,
+    /// Lease reads waiting for the node to hand their token back (`Released::reads`).
+    lease_reads: HashMap<u64, LeaseRead<S>>,
+    next_read_token: u64,
     /// The configuration as checkpoints record it.
     configuration: Vec<u8>,
     /// Whether the node was recovering at the last turn (to log the change).
@@ -108,7 +108,8 @@ impl<S: StateMachine> Driver<S> {
             stats,
             reader,
             reads: Vec::new(),
-            lease_reads: Vec::new(),
+            lease_reads: HashMap::new(),
+            next_read_token: 0,
             configuration: Vec::new(),
             was_recovering: false,
             refusals_logged: 0,
@@ -186,12 +187,14 @@ impl<S: StateMachine> Driver<S> {
                 self.node.invoke(now, command);
             }
             Input::ReadLocal(command, reply) => self.reads.push((command, reply)),
-            Input::ReadLease(command, reply) => match self.node.lease_read_index(now) {
-                Some(index) => self.lease_reads.push((index, command, reply)),
-                None => {
+            Input::ReadLease(command, reply) => {
+                self.next_read_token += 1;
+                if self.node.lease_read(now, self.next_read_token) {
+                    self.lease_reads.insert(self.next_read_token, (command, reply));
+                } else {
                     let _ = reply.send(None);
                 }
-            },
+            }
             Input::Shutdown => return true,
         }
         false
@@ -208,13 +211,14 @@ impl<S: StateMachine> Driver<S> {
         }
         // Decisions alone are written now and synced with the next vote: the cluster keeps
         // them (see `Ready::release_written`), and the commit path saves an fsync.
-        let decisions_only = ready.decisions_only();
+        let mode = ready.release_mode();
         if !ready.persist.is_empty() {
             if let Err(error) = self.wal.append(&ready.persist) {
                 fatal(&format!("write-ahead log append failed: {error}"));
             }
         }
-        let synced = !ready.persist.is_empty() && !decisions_only;
+        // (A checkpoint or marker without records is synced by the storage call itself.)
+        let synced = mode == ReleaseMode::OnceSynced && !ready.persist.is_empty();
         if synced {
             if let Err(error) = self.wal.sync() {
                 // Never retry an fsync and carry on: the kernel may have dropped the pages
@@ -255,10 +259,9 @@ impl<S: StateMachine> Driver<S> {
         }
         self.was_recovering = recovering;
         let lsn = ready.persist_lsn;
-        let (messages, outputs) = if decisions_only {
-            ready.release_written(Persisted::through(lsn))
-        } else {
-            ready.release(Persisted::through(lsn))
+        let Released { messages, outputs, reads } = match mode {
+            ReleaseMode::OnceSynced => ready.release(Persisted::through(lsn)),
+            ReleaseMode::OnceWritten | ReleaseMode::AtOnce => ready.release_written(Persisted::through(lsn)),
         };
         for envelope in messages {
             self.outbound.send(envelope.to, &envelope.message);
@@ -274,12 +277,8 @@ impl<S: StateMachine> Driver<S> {
             }
         }
         // Every Ready taken so far is released: the applied state rests on durable votes.
-        if !self.lease_reads.is_empty() {
-            let applied = self.node.status().applied_upto;
-            let (ready, waiting) =
-                std::mem::take(&mut self.lease_reads).into_iter().partition(|r| r.0 <= applied);
-            self.lease_reads = waiting;
-            for (_, command, reply) in ready {
+        for token in reads {
+            if let Some((command, reply)) = self.lease_reads.remove(&token) {
                 let _ = reply.send((self.reader)(self.node.state_machine(), &command));
             }
         }

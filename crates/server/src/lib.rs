@@ -5,10 +5,12 @@
 //! - [`transport`]: TCP between nodes, framed and checksummed by `synod_core::wire`;
 //! - [`disk`]: recovery of the data directory, and what damage means;
 //! - [`member`]: Synod as a library: your state machine, `Member::invoke`;
+//! - `assembly`: the one way a node is put together, for the server and `Member` alike;
 //! - [`http`] and [`server`]: the node with its HTTP API (`synod server`);
 //! - [`http_serve`] and [`limits`]: the HTTP listener's connection cap and timeouts, and
 //!   the file descriptors kept out of clients' reach.
 
+mod assembly;
 pub mod bank_api;
 pub mod config;
 pub mod disk;

@@ -15,19 +15,17 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
-use synod_core::{Command, Configuration, NodeId, Options, Rejection, StateMachine, Status};
+use synod_core::{Command, Options, Rejection, StateMachine, Status};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::driver::{Driver, DriverStats, Input};
-use crate::transport::{self, TransportStats};
+use crate::driver::{DriverStats, Input};
 
 /// How to start a member.
 #[derive(Clone, Debug)]
@@ -90,7 +88,6 @@ where
     /// Recovers the data directory, binds the peer address and starts the protocol.
     /// Needs a tokio runtime (the transport runs on it).
     pub async fn start(options: MemberOptions, state_machine: S) -> Result<Member<S>, String> {
-        let id = NodeId(options.node_id);
         let me = options.members.iter().find(|m| m.0 == options.node_id).ok_or("node_id is not a member")?;
         let listener =
             TcpListener::bind(&me.1).await.map_err(|e| format!("cannot listen on {}: {e}", me.1))?;
@@ -101,45 +98,20 @@ where
             rejoin: false,
             bootstrap: options.bootstrap,
         };
-        let opened = crate::disk::open::<S::Command>(&options.data_dir, open_as)?;
-        let members: Vec<NodeId> = options.members.iter().map(|m| NodeId(m.0)).collect();
-        let configuration = Configuration::new(members.clone());
-        let mut node = synod_core::Node::new(
-            id,
-            configuration.clone(),
-            options.protocol.clone(),
+        let parts = crate::assembly::Parts {
+            node_id: options.node_id,
+            members: options.members.clone(),
+            cluster_id,
+            options: options.protocol.clone(),
             state_machine,
-            opened.durable,
-            rand::thread_rng().gen(),
-            synod_core::Time(0),
-        );
-        node.set_dir_id(opened.dir_id);
-        if opened.recover_from_peers {
-            node.recover_from_peers();
-        }
-        let peers: BTreeMap<NodeId, String> =
-            options.members.iter().map(|m| (NodeId(m.0), m.1.clone())).collect();
-        let transport_stats = Arc::new(TransportStats::default());
-        let outbound = transport::start_outbound(id, cluster_id, &peers, transport_stats.clone());
-        let stats = Arc::new(Mutex::new(DriverStats::default()));
-        let (inputs, receiver) = mpsc::sync_channel::<Input<S>>(crate::server::INPUT_QUEUE_MAX);
-        // Members answer only through `invoke`: no local reads, so no reader is needed.
-        let driver =
-            Driver::new(node, Box::new(opened.storage), outbound, Instant::now(), stats.clone(), |_, _| None)
-                .with_configuration(&configuration);
-        let protocol = std::thread::Builder::new()
-            .name(format!("synod-member-{}", options.node_id))
-            .spawn(move || driver.run(receiver))
-            .map_err(|e| e.to_string())?;
-        let deliver = inputs.clone();
-        tokio::spawn(transport::serve_inbound(
-            listener,
-            transport::InboundPolicy::new(id, cluster_id, members),
-            transport_stats,
-            move |from, m| {
-                let _ = deliver.try_send(Input::Peer(from, m));
-            },
-        ));
+            opened: crate::disk::open::<S::Command>(&options.data_dir, open_as)?,
+            // Members answer only through `invoke`: no local reads, so no reader is needed.
+            reader: |_, _| None,
+            bugs: synod_core::PlantedBugs::default(),
+            thread_name: format!("synod-member-{}", options.node_id),
+        };
+        let crate::assembly::Running { inputs, stats, protocol, .. } =
+            crate::assembly::start(parts, listener)?;
         Ok(Member {
             inputs,
             stats,

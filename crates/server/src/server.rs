@@ -1,63 +1,41 @@
-//! Assembles a node: binds its sockets, starts the protocol thread, the peer transport
-//! and the HTTP API, and stops them all cleanly when `shutdown` resolves.
+//! A server node: binds its sockets, starts the node (`assembly`) and the HTTP API, and
+//! stops them all cleanly when `shutdown` resolves.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rand::Rng;
-use synod_core::apps::App;
-use synod_core::{Configuration, DurableState, Node, NodeId, StateMachine};
+use synod_core::apps::{App, AppCommand};
 use tokio::net::TcpListener;
 
+use crate::assembly;
 use crate::config::Config;
-use crate::disk;
-use crate::driver::{Driver, DriverStats, Input, Wal};
+use crate::disk::{self, Opened};
+use crate::driver::Input;
 use crate::http::{self, NodeInfo, Shared};
 use crate::http_serve::{self, HttpLimits, HttpStats};
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::transport::{self, TransportStats};
 
-/// Inputs queued for the protocol thread at most; peers' frames beyond are dropped and
-/// clients get 503 busy (backpressure instead of unbounded memory).
-pub const INPUT_QUEUE_MAX: usize = 65_536;
-
-/// What a node recovered from its disk.
-pub struct Recovered {
-    pub durable: DurableState<<App as StateMachine>::Command>,
-    pub wal: Wal<<App as StateMachine>::Command>,
-    /// The storage was damaged, is new (an empty directory) or `--rejoin` was given: the
-    /// node recovers from its peers before it votes (see [`crate::disk`]).
-    pub recover_from_peers: bool,
-    /// The data directory's identity.
-    pub dir_id: u64,
-}
+pub use crate::assembly::INPUT_QUEUE_MAX;
 
 /// Opens (or creates) the node's storage under `config.data_dir` and recovers it. Damage
 /// does not stop the node: it starts in recovery and says so (see [`crate::disk`]).
-pub fn open_storage(config: &Config) -> Result<Recovered, String> {
+pub fn open_storage(config: &Config) -> Result<Opened<AppCommand>, String> {
     let open_as = disk::OpenAs {
         node_id: config.node_id,
         cluster_id: config.cluster_id(),
         rejoin: config.rejoin,
         bootstrap: config.bootstrap,
     };
-    let opened = disk::open(&config.data_dir, open_as)?;
-    Ok(Recovered {
-        durable: opened.durable,
-        wal: Box::new(opened.storage),
-        recover_from_peers: opened.recover_from_peers,
-        dir_id: opened.dir_id,
-    })
+    disk::open(&config.data_dir, open_as)
 }
 
 /// Runs one node until `shutdown` resolves. Errors are for the operator: they name the
 /// address or file at fault.
 pub async fn run(
     config: Config,
-    recovered: Recovered,
+    recovered: Opened<AppCommand>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     config.validate()?;
@@ -90,55 +68,23 @@ pub async fn run(
         .await
         .map_err(|e| format!("cannot listen for clients on {listen_http}: {e}"))?;
 
-    let id = NodeId(config.node_id);
-    let members: Vec<NodeId> = config.members.iter().map(|m| NodeId(m.id)).collect();
-    let cluster_id = config.cluster_id();
-    let started = Instant::now();
-    let configuration = Configuration::new(members.clone());
-    let mut node = Node::new(
-        id,
-        configuration.clone(),
-        config.options(),
-        App::default(),
-        recovered.durable,
-        rand::thread_rng().gen(),
-        synod_core::Time(0),
-    );
-    node.set_dir_id(recovered.dir_id);
-    if recovered.recover_from_peers {
-        node.recover_from_peers();
-    }
     #[cfg(feature = "planted-bugs")]
-    {
-        let bugs = config.planted_bugs()?;
-        if bugs != synod_core::PlantedBugs::default() {
-            tracing::warn!(?bugs, "PLANTED BUG: this node is deliberately unsafe (a test build)");
-        }
-        node.plant_bugs(bugs);
-    }
-    let transport_stats = Arc::new(TransportStats::default());
-    let peers: BTreeMap<NodeId, String> =
-        config.members.iter().map(|m| (NodeId(m.id), m.peer.clone())).collect();
-    let outbound = transport::start_outbound(id, cluster_id, &peers, transport_stats.clone());
-    let stats = Arc::new(Mutex::new(DriverStats::default()));
-    let (inputs, receiver) = mpsc::sync_channel::<Input<App>>(INPUT_QUEUE_MAX);
-    let driver = Driver::new(node, recovered.wal, outbound, started, stats.clone(), App::read)
-        .with_configuration(&configuration);
-    let protocol = std::thread::Builder::new()
-        .name(format!("synod-node-{}", config.node_id))
-        .spawn(move || driver.run(receiver))
-        .map_err(|e| format!("cannot start the protocol thread: {e}"))?;
-
-    let deliver_to = inputs.clone();
-    tokio::spawn(transport::serve_inbound(
-        peer_listener,
-        transport::InboundPolicy::new(id, cluster_id, members),
-        transport_stats.clone(),
-        move |from, message| {
-            // A full queue drops the frame: links are fair-loss, the protocol retransmits.
-            let _ = deliver_to.try_send(Input::Peer(from, message));
-        },
-    ));
+    let bugs = config.planted_bugs()?;
+    #[cfg(not(feature = "planted-bugs"))]
+    let bugs = synod_core::PlantedBugs::default();
+    let parts = assembly::Parts {
+        node_id: config.node_id,
+        members: config.members.iter().map(|m| (m.id, m.peer.clone())).collect(),
+        cluster_id: config.cluster_id(),
+        options: config.options(),
+        state_machine: App::default(),
+        opened: recovered,
+        reader: App::read,
+        bugs,
+        thread_name: format!("synod-node-{}", config.node_id),
+    };
+    let assembly::Running { inputs, stats, transport: transport_stats, protocol, started } =
+        assembly::start(parts, peer_listener)?;
 
     let shared = Arc::new(Shared {
         inputs: inputs.clone(),

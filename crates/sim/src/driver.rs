@@ -9,7 +9,9 @@
 //! (`Ready::take_accepts`). The planted `skip-fsync-before-ack` bug breaks exactly this.
 
 use rand::Rng;
-use synod_core::{wire, Command, Envelope, Message, Node, NodeId, Output, Persisted, Record, Status};
+use synod_core::{
+    wire, Command, Envelope, Message, Node, NodeId, Output, Persisted, Record, ReleaseMode, Released, Status,
+};
 
 use crate::clients::ClientAction;
 use crate::disk::Marker;
@@ -44,46 +46,44 @@ impl<W: Workload> World<W> {
         }
         let local = self.local_now(i);
         let node = self.nodes[i].node.as_mut().expect("only live nodes get requests");
-        // A read at a leader that holds its lease skips the log (C6); the checkers judge
-        // these reads like all others.
-        // Asked in this order: the lease check is cheap, evaluating the read is not.
+        // A read at a leader that holds its lease skips the log (C6), by the core's one
+        // lease-read path (`Node::lease_read`); the checkers judge these reads like all
+        // others. Asked in this order: the lease check is cheap, evaluating the read is not.
         let index = node.lease_read_index(local);
         if let Some(index) = index.filter(|_| W::read_local(node.state_machine(), &command.op).is_some()) {
             self.trace_line(|| format!("n{} lease read, index {index}", i + 1));
-            self.nodes[i].lease_reads.push((index, command));
-            self.answer_lease_reads(i);
+            let slot = &mut self.nodes[i];
+            slot.read_tokens += 1;
+            let token = slot.read_tokens;
+            let leased = slot.node.as_mut().expect("checked above").lease_read(local, token);
+            assert!(leased, "the lease held a moment ago");
+            slot.lease_reads.insert(token, (index, command));
+            self.after_input(i);
             return;
         }
         node.invoke(local, command);
         self.after_input(i);
     }
 
-    /// Answers the lease reads whose index is applied, once every `Ready` taken so far is
-    /// released (the applied state may rest on this node's own votes, durable only then).
-    pub(crate) fn answer_lease_reads(&mut self, i: usize) {
+    /// Hands out what a released `Ready` holds: messages, outputs, and the answers to the
+    /// lease reads it reached (from the state machine as it stands now, every earlier
+    /// `Ready` released: the applied state rests on durable votes only).
+    fn hand_out(&mut self, i: usize, released: Released<Cmd<W>, Out<W>>) {
+        let Released { messages, mut outputs, reads } = released;
         let slot = &mut self.nodes[i];
-        let Some(node) = slot.node.as_ref() else { return };
-        if slot.lease_reads.is_empty() || !slot.waiting.is_empty() {
-            return;
-        }
-        let applied = node.status().applied_upto;
-        let mut outputs = Vec::new();
-        slot.lease_reads.retain(|(index, command)| {
-            if *index > applied {
-                return true;
+        if let Some(node) = slot.node.as_ref() {
+            for token in reads {
+                let Some((index, command)) = slot.lease_reads.remove(&token) else { continue };
+                let output = W::read_local(node.state_machine(), &command.op).expect("read-only");
+                outputs.push(Output::Applied {
+                    client_id: command.client_id,
+                    seq: command.seq,
+                    slot: index,
+                    output,
+                });
             }
-            let output = W::read_local(node.state_machine(), &command.op).expect("read-only");
-            outputs.push(Output::Applied {
-                client_id: command.client_id,
-                seq: command.seq,
-                slot: *index,
-                output,
-            });
-            false
-        });
-        if !outputs.is_empty() {
-            self.dispatch(i, Vec::new(), outputs);
         }
+        self.dispatch(i, messages, outputs);
     }
 
     /// Takes the node's `Ready` after an input: records (and checkpoint) to disk, then
@@ -121,8 +121,9 @@ impl<W: Workload> World<W> {
                 }
             }
         }
-        // Phase-2a Accepts leave at once, before this batch is written, as the server sends
-        // them (`Ready::take_accepts`); the rest waits for the fsync.
+        // The release rule is the core's (`Ready::release_mode`), as in the server. Phase-2a
+        // Accepts leave at once, before this batch is written (`Ready::take_accepts`).
+        let mode = ready.release_mode();
         let accepts = ready.take_accepts();
         if !accepts.is_empty() {
             self.dispatch(i, accepts, Vec::new());
@@ -130,14 +131,11 @@ impl<W: Workload> World<W> {
         // The records stay in the `Ready` until it is written: `holds_votes` reads them.
         let votes = ready.holds_votes();
         let checkpoint = ready.checkpoint.take();
-        // Decisions alone are written and released without waiting for their fsync, as
-        // the server does (`Ready::release_written`); the next fsync covers them.
-        let decisions_only = ready.decisions_only() && checkpoint.is_none();
         let marker = Marker::of(ready.damaged, ready.repaired);
-        let no_disk_work = ready.persist.is_empty() && checkpoint.is_none() && marker == Marker::Keep;
         // Every `Ready` is released in input order (the waiting queue is FIFO); one with
-        // votes, a checkpoint or a repair also waits for its own fsync.
-        let release = if no_disk_work {
+        // votes, a checkpoint or a marker also waits for its own fsync, decisions alone are
+        // written and released without waiting (the next fsync covers them).
+        let release = if mode == ReleaseMode::AtOnce {
             Release { synced_ticket: None }
         } else {
             let records = std::mem::take(&mut ready.persist);
@@ -156,7 +154,7 @@ impl<W: Workload> World<W> {
             let slot = &mut self.nodes[i];
             let ticket = slot.disk.write(records, ready.persist_lsn, checkpoint, marker);
             let incarnation = slot.incarnation;
-            if decisions_only {
+            if mode == ReleaseMode::OnceWritten {
                 self.trace_line(|| {
                     format!(
                         "n{} writes {count} decisions through lsn {}, synced with the next fsync",
@@ -199,8 +197,7 @@ impl<W: Workload> World<W> {
         };
         if self.bug == Some(Bug::SkipFsyncBeforeAck) {
             // The planted bug: acknowledge before the write is synced.
-            let (messages, outputs) = ready.release_unpersisted();
-            self.dispatch(i, messages, outputs);
+            self.hand_out(i, ready.release_unpersisted());
         } else {
             self.nodes[i].waiting.push_back((release, ready));
             self.release_synced(i);
@@ -235,7 +232,7 @@ impl<W: Workload> World<W> {
                 None => return,
             }
             let (release, ready) = slot.waiting.pop_front().expect("peeked");
-            let (messages, outputs) = match release.synced_ticket {
+            let released = match release.synced_ticket {
                 Some(_) => ready.release(Persisted::through(slot.disk.synced_lsn())),
                 // Everything before it was released, so every earlier vote is synced; what
                 // this one adds (if anything) is decisions, written.
@@ -244,8 +241,7 @@ impl<W: Workload> World<W> {
                     ready.release_written(Persisted::through(written))
                 }
             };
-            self.dispatch(i, messages, outputs);
-            self.answer_lease_reads(i);
+            self.hand_out(i, released);
         }
     }
 

@@ -3,7 +3,7 @@
 //! Node driving is in `driver`, faults in `nemesis`.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rand::Rng;
@@ -148,7 +148,9 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     pub(crate) crash_trap: Option<CrashTrap>,
     /// Reads served under the leader's lease, waiting for their read index to be applied
     /// and every earlier `Ready` to be released: (read index, command).
-    pub(crate) lease_reads: Vec<(u64, Command<S::Command>)>,
+    pub(crate) lease_reads: BTreeMap<u64, (u64, Command<S::Command>)>,
+    /// The last token given to `Node::lease_read` (the keys of `lease_reads`).
+    pub(crate) read_tokens: u64,
     /// The node's `Status::snapshots_installed` as last counted (per incarnation).
     pub(crate) snapshots_seen: u64,
     /// The synced lsn this incarnation of the node was last told of (`handle_persisted`).
@@ -281,7 +283,8 @@ impl<W: Workload> World<W> {
                     inbox: VecDeque::new(),
                     disk: Disk::new(params.segment_records),
                     waiting: VecDeque::new(),
-                    lease_reads: Vec::new(),
+                    lease_reads: BTreeMap::new(),
+                    read_tokens: 0,
                     clock: Clock { offset_us: rng_clock.gen_range(0..10_000_000), rate_ppm },
                     timer_at_us: None,
                     was_leader: false,

@@ -64,6 +64,32 @@ impl<S: StateMachine> Node<S> {
         (self.leader.is_active() && leased).then(|| self.leader.next_slot())
     }
 
+    /// A linearizable read under the lease, the one path both drivers take: if this node
+    /// holds a lease at `now` ([`Node::lease_read_index`]), the read `token` waits until
+    /// the slots proposed before it are applied and comes back in the `Released::reads` of
+    /// the `Ready` that applies them; answer it then, from the state machine. `false`: no
+    /// lease, order the read through the log instead.
+    pub fn lease_read(&mut self, now: Time, token: u64) -> bool {
+        let Some(index) = self.lease_read_index(now) else { return false };
+        self.lease_reads.push((index, token));
+        self.last_now = now;
+        true
+    }
+
+    /// The queued lease reads whose index is applied, for the `Ready` being taken.
+    pub(super) fn take_lease_reads(&mut self) -> Vec<u64> {
+        let applied = self.replica.slot_out();
+        let mut ready = Vec::new();
+        self.lease_reads.retain(|&(index, token)| {
+            let due = index <= applied;
+            if due {
+                ready.push(token);
+            }
+            !due
+        });
+        ready
+    }
+
     /// Grants the leader of `ballot` a lease at `now`, if the rule of the module docs
     /// allows: we promised nothing above `ballot` and hold no live grant to another node
     /// (never two holders at once). `since` is when the grant begins: now for a peer's
@@ -136,7 +162,7 @@ mod tests {
     fn flush(node: &mut Kv, now: Time) -> Vec<Envelope<crate::apps::kv::KvCommand>> {
         let ready = node.take_ready();
         let lsn = ready.persist_lsn;
-        let (messages, _) = ready.release(Persisted::through(lsn));
+        let messages = ready.release(Persisted::through(lsn)).messages;
         node.handle_persisted(now, Persisted::through(lsn));
         messages
     }

@@ -226,7 +226,7 @@ mod tests {
         node.handle_timeout(Time(1_000_000));
         let ready = node.take_ready();
         let lsn = ready.persist_lsn;
-        let (messages, _) = ready.release(Persisted::through(lsn));
+        let messages = ready.release(Persisted::through(lsn)).messages;
         let requests: Vec<_> = messages
             .into_iter()
             .filter_map(|e| match e.message {

@@ -104,7 +104,8 @@ impl Cluster {
                 disk.apply(record);
             }
             let lsn = ready.persist_lsn;
-            let (messages, outputs) = ready.release(Persisted::through(lsn));
+            let released = ready.release(Persisted::through(lsn));
+            let (messages, outputs) = (released.messages, released.outputs);
             node.handle_persisted(self.now, Persisted::through(lsn));
             let more = node.has_ready();
             for envelope in messages {

@@ -1,0 +1,104 @@
+//! Putting a node together: the one assembly the server and an embedding [`Member`] share
+//! (the same `Node`, the same driver thread, the same transport), so that what the tests of
+//! one prove holds for the other.
+//!
+//! [`Member`]: crate::member::Member
+
+use std::collections::BTreeMap;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rand::Rng;
+use synod_core::{Configuration, Node, NodeId, Options, PlantedBugs, StateMachine};
+use tokio::net::TcpListener;
+
+use crate::disk::Opened;
+use crate::driver::{Driver, DriverStats, Input};
+use crate::transport::{self, TransportStats};
+
+/// Inputs queued for the protocol thread at most; peers' frames beyond are dropped and
+/// clients get 503 busy (backpressure instead of unbounded memory).
+pub const INPUT_QUEUE_MAX: usize = 65_536;
+
+/// Everything a node is made of, before it runs.
+pub(crate) struct Parts<S: StateMachine> {
+    pub node_id: u32,
+    /// (id, peer address) of every member, this node included.
+    pub members: Vec<(u32, String)>,
+    /// The wire cluster id (`synod_core::wire::cluster_id`).
+    pub cluster_id: u64,
+    pub options: Options,
+    pub state_machine: S,
+    /// The data directory, opened and recovered (`disk::open`).
+    pub opened: Opened<S::Command>,
+    /// Answers a read-only command from the state machine (`None`: not a read).
+    pub reader: fn(&S, &S::Command) -> Option<S::Output>,
+    /// Test builds only (the `planted-bugs` feature): a deliberately unsafe node.
+    pub bugs: PlantedBugs,
+    /// The protocol thread's name.
+    pub thread_name: String,
+}
+
+/// A running node: its input queue, its published numbers, its protocol thread.
+pub(crate) struct Running<S: StateMachine> {
+    pub inputs: mpsc::SyncSender<Input<S>>,
+    pub stats: Arc<Mutex<DriverStats>>,
+    pub transport: Arc<TransportStats>,
+    pub protocol: JoinHandle<()>,
+    pub started: Instant,
+}
+
+/// Starts the node of `parts`: its protocol thread, its outbound links, and the inbound
+/// peer listener on `peer_listener` (spawned on the current tokio runtime).
+pub(crate) fn start<S>(parts: Parts<S>, peer_listener: TcpListener) -> Result<Running<S>, String>
+where
+    S: StateMachine + Send + 'static,
+    S::Command: Send,
+    S::Output: Send,
+{
+    let id = NodeId(parts.node_id);
+    let members: Vec<NodeId> = parts.members.iter().map(|m| NodeId(m.0)).collect();
+    let configuration = Configuration::new(members.clone());
+    let started = Instant::now();
+    let opened = parts.opened;
+    let mut node = Node::new(
+        id,
+        configuration.clone(),
+        parts.options,
+        parts.state_machine,
+        opened.durable,
+        rand::thread_rng().gen(),
+        synod_core::Time(0),
+    );
+    node.set_dir_id(opened.dir_id);
+    if opened.recover_from_peers {
+        node.recover_from_peers();
+    }
+    if parts.bugs != PlantedBugs::default() {
+        tracing::warn!(bugs = ?parts.bugs, "PLANTED BUG: this node is deliberately unsafe (a test build)");
+        node.plant_bugs(parts.bugs);
+    }
+    let transport = Arc::new(TransportStats::default());
+    let peers: BTreeMap<NodeId, String> = parts.members.iter().map(|m| (NodeId(m.0), m.1.clone())).collect();
+    let outbound = transport::start_outbound(id, parts.cluster_id, &peers, transport.clone());
+    let stats = Arc::new(Mutex::new(DriverStats::default()));
+    let (inputs, receiver) = mpsc::sync_channel::<Input<S>>(INPUT_QUEUE_MAX);
+    let driver = Driver::new(node, Box::new(opened.storage), outbound, started, stats.clone(), parts.reader)
+        .with_configuration(&configuration);
+    let protocol = std::thread::Builder::new()
+        .name(parts.thread_name)
+        .spawn(move || driver.run(receiver))
+        .map_err(|e| format!("cannot start the protocol thread: {e}"))?;
+    let deliver_to = inputs.clone();
+    tokio::spawn(transport::serve_inbound(
+        peer_listener,
+        transport::InboundPolicy::new(id, parts.cluster_id, members),
+        transport.clone(),
+        move |from, message| {
+            // A full queue drops the frame: links are fair-loss, the protocol retransmits.
+            let _ = deliver_to.try_send(Input::Peer(from, message));
+        },
+    ));
+    Ok(Running { inputs, stats, transport, protocol, started })
+}
