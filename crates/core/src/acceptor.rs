@@ -107,6 +107,11 @@ impl<C: Payload> Acceptor<C> {
         Some(Record::Promised { ballot })
     }
 
+    /// Every pvalue held, by slot.
+    pub fn accepted(&self) -> impl Iterator<Item = &PValue<C>> {
+        self.accepted.values()
+    }
+
     pub fn accepted_len(&self) -> usize {
         self.accepted.len()
     }

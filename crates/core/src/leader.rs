@@ -110,6 +110,10 @@ impl<C: Payload> Leader<C> {
     pub fn in_flight(&self) -> usize {
         self.commanders.len()
     }
+    /// The highest slot a commander works on, if any.
+    pub fn highest_in_flight(&self) -> Option<Slot> {
+        self.commanders.keys().next_back().copied()
+    }
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -26,6 +26,7 @@ use crate::state_machine::StateMachine;
 use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
 
 mod identity;
+mod invariants;
 mod lease;
 mod state_transfer;
 mod validate;
@@ -122,6 +123,8 @@ pub struct Node<S: StateMachine> {
     suspects: BTreeSet<NodeId>,
     /// Recovery began at run time: the next `Ready` sets the damage marker.
     damaged_pending: bool,
+    /// Check the invariants after every input in a release build too (the simulator).
+    invariants_always: bool,
     next_tick: Time,
     /// When this node last asked a peer for missed decisions (once per round at most).
     catch_up_sent_at: Option<Time>,
@@ -230,6 +233,7 @@ impl<S: StateMachine> Node<S> {
             identities: durable.identities,
             suspects: BTreeSet::new(),
             damaged_pending: false,
+            invariants_always: false,
             next_tick: now,
             catch_up_sent_at: None,
             lease_grant: LeaseGrant { holder: None, until: now.plus_millis(options.lease_ms) },
@@ -363,6 +367,7 @@ impl<S: StateMachine> Node<S> {
         ready.repaired = std::mem::take(&mut self.repaired_pending);
         ready.damaged = std::mem::take(&mut self.damaged_pending);
         ready.set_reads(self.take_lease_reads());
+        self.check_invariants();
         ready
     }
 

@@ -364,6 +364,7 @@ impl<W: Workload> World<W> {
             local,
         );
         node.plant_bugs(self.bugs());
+        node.check_invariants_always();
         node.set_dir_id(dir_id);
         if damaged {
             // The founding boots of a fresh cluster recover too, but count as no fault.
