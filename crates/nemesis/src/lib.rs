@@ -35,6 +35,17 @@ pub use nemesis::{Cycle, Fault, FaultKind, Shape, Target, Timing};
 pub use report::Report;
 pub use run::run;
 
+/// A planted bug of the harness, not of the servers: the wipe nemesis restarts the wiped
+/// node with `--bootstrap`, so it votes at once from its empty directory, as every wiped
+/// node did before data directories had an identity. The checkers must then catch the
+/// acknowledged writes it loses. Test builds only (the `planted-bugs` feature).
+pub const WIPE_BOOTSTRAPS: &str = "wipe-bootstraps";
+
+/// Whether a planted bug is the harness's own rather than the servers'.
+fn is_harness_bug(bug: &str) -> bool {
+    bug == WIPE_BOOTSTRAPS
+}
+
 /// Which workload the clients run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkloadKind {
@@ -87,7 +98,8 @@ pub struct RunConfig {
     /// Register workload: keys in use at once (fewer keys, more contention per key).
     pub register_keys: usize,
     /// A planted bug for the servers (`stale-read`); only servers built with the
-    /// `planted-bugs` feature accept it.
+    /// `planted-bugs` feature accept it. Or one of the harness itself
+    /// ([`WIPE_BOOTSTRAPS`]), which only this crate built with that feature accepts.
     pub planted_bug: Option<String>,
     /// Set from a signal handler to end the run early (it still heals, checks and
     /// cleans up).
@@ -134,6 +146,11 @@ impl RunConfig {
         }
         if self.op_timeout <= self.server_request_timeout {
             return Err("the client timeout must exceed the servers' request timeout".into());
+        }
+        if self.planted_bug.as_deref().is_some_and(is_harness_bug) && !cfg!(feature = "planted-bugs") {
+            return Err(format!(
+                "the planted bug {WIPE_BOOTSTRAPS} exists only in test builds (the planted-bugs feature)"
+            ));
         }
         Ok(())
     }

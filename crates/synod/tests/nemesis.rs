@@ -198,3 +198,39 @@ fn a_corrupted_disk_is_detected_and_repaired_from_peers_without_losing_acknowled
     assert_eq!(audit.verdict, "pass", "{}", audit.detail);
     assert!(report.passed, "the corrupt run failed its checks");
 }
+
+/// The wiped-disk case, the operator's accident: a node is stopped, its whole data
+/// directory is deleted (a replaced disk, a container started without its volume), and
+/// it is restarted with no flag at all. It must come back as a new replica, repair from
+/// its peers before it votes, and the bank's final audit must find every acknowledged
+/// transfer applied exactly once.
+#[test]
+fn a_wiped_disk_comes_back_as_a_new_replica_and_repairs_without_losing_acknowledged_writes() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut config = RunConfig::new(SYNOD.into(), WorkloadKind::Bank, out_dir("wipe"));
+    config.duration = Duration::from_secs(30);
+    config.seed = 15;
+    config.clients = 6;
+    config.nemeses = vec![FaultKind::Wipe];
+    config.timing = short_timing();
+    let report = run(&config);
+    let repaired: Vec<&synod_nemesis::report::Repair> = report
+        .faults
+        .iter()
+        .filter(|f| f.kind == "wipe")
+        .filter_map(|f| f.repair.as_ref())
+        .filter(|r| r.recovering_at_restart && r.repaired_after_s.is_some())
+        .collect();
+    clean_up(&config, !report.passed || repaired.is_empty());
+    assert!(
+        !repaired.is_empty(),
+        "no wiped node came back as a new replica and repaired: {:?}",
+        report.faults
+    );
+    let audit = report.checks.iter().find(|c| c.checker.starts_with("bank final audit")).expect("audited");
+    assert_eq!(audit.verdict, "pass", "{}", audit.detail);
+    assert!(report.passed, "the wipe run failed its checks");
+}
