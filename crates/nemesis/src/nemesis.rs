@@ -436,7 +436,9 @@ pub struct Wiped {
 /// Deletes the node's (stopped) data directory and everything in it: the identity, the
 /// log, the checkpoints and the damage marker. The node must come back from nothing, as
 /// it would on a replaced disk or in a container started without its volume.
-pub fn wipe(data_dir: &Path) -> Result<Wiped, String> {
+/// `keep_identity` is the planted harness bug `wipe-keeps-identity` only: the `IDENTITY`
+/// file is put back alone.
+pub fn wipe(data_dir: &Path, keep_identity: bool) -> Result<Wiped, String> {
     fn count(dir: &Path, wiped: &mut Wiped) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let Ok(meta) = entry.metadata() else { continue };
@@ -453,7 +455,14 @@ pub fn wipe(data_dir: &Path) -> Result<Wiped, String> {
     if wiped.files == 0 {
         return Err(format!("{} holds no file to delete", data_dir.display()));
     }
+    let identity_file = data_dir.join("IDENTITY");
+    let identity = if keep_identity { std::fs::read(&identity_file).ok() } else { None };
     std::fs::remove_dir_all(data_dir).map_err(|e| format!("cannot delete {}: {e}", data_dir.display()))?;
+    if let Some(identity) = identity {
+        std::fs::create_dir_all(data_dir)
+            .and_then(|()| std::fs::write(&identity_file, identity))
+            .map_err(|e| format!("cannot put {} back: {e}", identity_file.display()))?;
+    }
     Ok(wiped)
 }
 
@@ -514,10 +523,10 @@ mod tests {
         std::fs::create_dir_all(dir.join("wal")).unwrap();
         std::fs::write(dir.join("IDENTITY"), [1u8; 40]).unwrap();
         std::fs::write(dir.join("wal/1.log"), vec![0u8; 1000]).unwrap();
-        let wiped = wipe(&dir).unwrap();
+        let wiped = wipe(&dir, false).unwrap();
         assert_eq!((wiped.files, wiped.bytes), (2, 1040));
         assert!(!dir.exists());
-        assert!(wipe(&dir).is_err(), "nothing left to wipe is an error, not a silent no-op");
+        assert!(wipe(&dir, false).is_err(), "nothing left to wipe is an error, not a silent no-op");
     }
 
     #[test]

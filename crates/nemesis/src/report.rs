@@ -45,7 +45,7 @@ pub struct Repair {
     pub recovering_at_restart: bool,
     /// Seconds from its restart until its status no longer showed it recovering (it
     /// repaired from its peers and votes again); `None` if it did not within the bound,
-    /// which fails the run.
+    /// which fails the run, or if it did not come back recovering.
     pub repaired_after_s: Option<f64>,
 }
 
@@ -350,7 +350,8 @@ impl Report {
                 continue;
             }
             let recovering = repairs.iter().filter(|r| r.recovering_at_restart).count();
-            let unrepaired = repairs.iter().filter(|r| r.repaired_after_s.is_none()).count();
+            let unrepaired =
+                repairs.iter().filter(|r| r.recovering_at_restart && r.repaired_after_s.is_none()).count();
             let times = repairs.iter().filter_map(|r| r.repaired_after_s).collect();
             summary.push((
                 format!("repair after {kind}"),

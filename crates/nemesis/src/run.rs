@@ -18,7 +18,7 @@ use crate::nemesis::{self, Cycle, DelayMethod, Fault, FaultKind, Target};
 use crate::process::{tail, Server, State};
 use crate::report::{self, FaultRecord, Repair, Report};
 use crate::workload::{self, Bank, ClientOptions, Recorder, Register, Workload};
-use crate::{RunConfig, WorkloadKind};
+use crate::{HarnessBug, RunConfig, WorkloadKind};
 
 /// Every node's peer and HTTP ports (each node has an address of its own).
 const PEER_PORT: u16 = 7100;
@@ -93,9 +93,9 @@ struct Run<'a> {
     /// When each node restarted after its storage fault, and whether it came back in
     /// recovery; taken into the fault's record once its cycle healed.
     restarts: BTreeMap<usize, (Instant, bool)>,
-    /// The planted harness bug `wipe-bootstraps`: a wiped node is restarted with
-    /// `--bootstrap`, so it votes at once from its empty directory.
-    wipe_bootstraps: bool,
+    /// A planted bug of the harness (test builds only): how a wiped node comes back
+    /// unsafely.
+    harness_bug: Option<HarnessBug>,
 }
 
 impl<'a> Run<'a> {
@@ -124,7 +124,7 @@ impl<'a> Run<'a> {
                 server.data_dir.display(),
                 config.server_request_timeout.as_millis()
             );
-            if let Some(bug) = config.planted_bug.as_ref().filter(|b| !crate::is_harness_bug(b)) {
+            if let Some(bug) = config.planted_bug.as_ref().filter(|b| HarnessBug::parse(b).is_none()) {
                 toml.push_str(&format!("planted_bug = \"{bug}\"\n"));
             }
             toml.push_str(&format!("members = [\n{}\n]\n", members.join("\n")));
@@ -141,7 +141,7 @@ impl<'a> Run<'a> {
             faults: Vec::new(),
             unrepaired: BTreeSet::new(),
             restarts: BTreeMap::new(),
-            wipe_bootstraps: config.planted_bug.as_deref() == Some(crate::WIPE_BOOTSTRAPS),
+            harness_bug: config.planted_bug.as_deref().and_then(HarnessBug::parse),
         })
     }
 
@@ -260,7 +260,7 @@ impl<'a> Run<'a> {
                 // In injection order: a node paused and then cut off wakes up while it is
                 // still cut off, believing what it believed before — the false leader.
                 let healing = std::mem::take(&mut active);
-                let mut repairs: Vec<(usize, usize, Instant)> = Vec::new();
+                let mut repairs: Vec<(usize, usize, Instant, bool)> = Vec::new();
                 let last = healing.len().saturating_sub(1);
                 for (n, (record, fault, node)) in healing.into_iter().enumerate() {
                     let note = self.heal(&fault, node);
@@ -276,13 +276,13 @@ impl<'a> Run<'a> {
                             let repair =
                                 Repair { node: i as u32 + 1, recovering_at_restart, repaired_after_s: None };
                             self.faults[record].repair = Some(repair);
-                            repairs.push((record, i, restarted));
+                            repairs.push((record, i, restarted, recovering_at_restart));
                         }
                     }
                 }
                 // Only once the whole cycle healed: repair needs every other member.
-                for (record, i, restarted) in repairs.drain(..) {
-                    let (note, took) = self.await_repair(i, restarted);
+                for (record, i, restarted, recovering_at_restart) in repairs.drain(..) {
+                    let (note, took) = self.await_repair(i, restarted, recovering_at_restart);
                     if let Some(repair) = &mut self.faults[record].repair {
                         repair.repaired_after_s = took.map(|d| d.as_secs_f64());
                     }
@@ -433,7 +433,8 @@ impl<'a> Run<'a> {
                 server.kill();
                 let description = format!("{verb} {}", Self::label(*target, leader));
                 let Fault::Corrupt { checkpoint, salt, .. } = fault else {
-                    return match nemesis::wipe(&server.data_dir) {
+                    let keep_identity = self.harness_bug == Some(HarnessBug::WipeKeepsIdentity);
+                    return match nemesis::wipe(&server.data_dir, keep_identity) {
                         Ok(w) => (
                             description,
                             Some(*target),
@@ -480,7 +481,9 @@ impl<'a> Run<'a> {
                 // The operator's accident restarts the node exactly as before, with no flag;
                 // only the planted bug says `--bootstrap` (it votes at once).
                 let flags: &[&str] = match fault.kind() {
-                    FaultKind::Wipe if self.wipe_bootstraps => &["--bootstrap"],
+                    FaultKind::Wipe if self.harness_bug == Some(HarnessBug::WipeBootstraps) => {
+                        &["--bootstrap"]
+                    }
                     _ => &[],
                 };
                 let started = server.start_with(&self.config.binary, flags);
@@ -560,8 +563,18 @@ impl<'a> Run<'a> {
 
     /// After a corrupted or wiped node restarted and its cycle healed: it must stop saying
     /// it is recovering (it repaired from its peers and votes again). Returns the note and
-    /// the time from its restart until then.
-    fn await_repair(&mut self, i: usize, restarted: Instant) -> (String, Option<Duration>) {
+    /// the time from its restart until then. A node that did not come back recovering has
+    /// nothing to time (the note at its restart says so).
+    fn await_repair(
+        &mut self,
+        i: usize,
+        restarted: Instant,
+        recovering_at_restart: bool,
+    ) -> (String, Option<Duration>) {
+        if !recovering_at_restart {
+            self.unrepaired.remove(&i);
+            return ("no repair to wait for".into(), None);
+        }
         let started = Instant::now();
         while started.elapsed() < REPAIR_DEADLINE {
             if let Some(status) = self.servers[i].status() {
