@@ -518,8 +518,8 @@ impl<'a> Run<'a> {
                             }
                         };
                         if fault.kind() == FaultKind::Wipe && !came_back {
-                            // An empty directory is never mistaken for intact storage: a
-                            // node that votes from one may have forgotten promises it made.
+                            // A node must never take an empty directory for intact
+                            // storage: voting from it, it may break promises it forgot.
                             self.incidents.push(format!(
                                 "node {} restarted on a wiped data directory without recovering from its peers",
                                 i + 1
