@@ -35,6 +35,36 @@ pub use nemesis::{Cycle, Fault, FaultKind, Shape, Target, Timing};
 pub use report::Report;
 pub use run::run;
 
+/// Planted bugs of the harness, not of the servers: they make the wipe nemesis bring a
+/// wiped node back the unsafe way, so that the run must fail. Test builds only (the
+/// `planted-bugs` feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HarnessBug {
+    /// `wipe-bootstraps`: the wiped node restarts with `--bootstrap`, so it votes at once
+    /// from its empty directory, under a new identity.
+    WipeBootstraps,
+    /// `wipe-keeps-identity`: the wipe deletes everything but the directory's `IDENTITY`
+    /// file, so the node votes at once from an empty log under its old identity, which
+    /// its peers still trust: what every wiped node did before directories had one.
+    WipeKeepsIdentity,
+}
+
+impl HarnessBug {
+    pub const ALL: [HarnessBug; 2] = [HarnessBug::WipeBootstraps, HarnessBug::WipeKeepsIdentity];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HarnessBug::WipeBootstraps => "wipe-bootstraps",
+            HarnessBug::WipeKeepsIdentity => "wipe-keeps-identity",
+        }
+    }
+
+    /// The harness bug named `bug`, if it is one (else it is the servers').
+    pub fn parse(bug: &str) -> Option<HarnessBug> {
+        HarnessBug::ALL.into_iter().find(|b| b.name() == bug)
+    }
+}
+
 /// Which workload the clients run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkloadKind {
@@ -87,7 +117,8 @@ pub struct RunConfig {
     /// Register workload: keys in use at once (fewer keys, more contention per key).
     pub register_keys: usize,
     /// A planted bug for the servers (`stale-read`); only servers built with the
-    /// `planted-bugs` feature accept it.
+    /// `planted-bugs` feature accept it. Or one of the harness itself ([`HarnessBug`]),
+    /// which only this crate built with that feature accepts.
     pub planted_bug: Option<String>,
     /// Set from a signal handler to end the run early (it still heals, checks and
     /// cleans up).
@@ -135,6 +166,14 @@ impl RunConfig {
         if self.op_timeout <= self.server_request_timeout {
             return Err("the client timeout must exceed the servers' request timeout".into());
         }
+        if let Some(bug) = self.planted_bug.as_deref().and_then(HarnessBug::parse) {
+            if !cfg!(feature = "planted-bugs") {
+                return Err(format!(
+                    "the planted bug {} exists only in test builds (the planted-bugs feature)",
+                    bug.name()
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -166,5 +205,19 @@ mod tests {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// Without the feature (a release build of `synod`) the harness's planted bugs are
+    /// refused; a server's planted bug is left for the server to refuse.
+    #[test]
+    #[cfg(not(feature = "planted-bugs"))]
+    fn harness_bugs_are_refused_outside_test_builds() {
+        let mut config = RunConfig::new("synod".into(), WorkloadKind::Bank, "out".into());
+        for bug in HarnessBug::ALL {
+            config.planted_bug = Some(bug.name().into());
+            assert!(config.validate().unwrap_err().contains("only in test builds"), "{bug:?}");
+        }
+        config.planted_bug = Some("stale-read".into());
+        assert_eq!(config.validate(), Ok(()));
     }
 }

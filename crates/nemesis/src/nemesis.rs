@@ -35,16 +35,20 @@ pub enum FaultKind {
     Delay,
     /// SIGKILL a server, damage bytes in its log or checkpoint, restart it at heal.
     Corrupt,
+    /// SIGKILL a server, delete its whole data directory (a replaced disk, a container
+    /// started without its volume), restart it at heal with no flag at all.
+    Wipe,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Delay,
         FaultKind::Corrupt,
+        FaultKind::Wipe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,12 +59,23 @@ impl FaultKind {
             FaultKind::Loss => "loss",
             FaultKind::Delay => "delay",
             FaultKind::Corrupt => "corrupt",
+            FaultKind::Wipe => "wipe",
         }
+    }
+
+    /// Whether this fault damages a node's storage. Such a node must repair from its
+    /// peers before it votes again, so at most one node's storage is damaged at a time:
+    /// a majority always keeps a good copy of every record, and whatever the checkers
+    /// find is a real bug rather than a fault no protocol can survive.
+    pub fn damages_storage(self) -> bool {
+        matches!(self, FaultKind::Corrupt | FaultKind::Wipe)
     }
 
     pub fn parse(text: &str) -> Result<FaultKind, String> {
         FaultKind::ALL.into_iter().find(|k| k.name() == text).ok_or_else(|| {
-            format!("unknown nemesis {text:?}; choose from kill, pause, partition, loss, delay, corrupt")
+            format!(
+                "unknown nemesis {text:?}; choose from kill, pause, partition, loss, delay, corrupt, wipe"
+            )
         })
     }
 }
@@ -97,6 +112,7 @@ pub enum Fault {
     Loss { probability: f64 },
     Delay { ms: u64, rate_kbit: u64 },
     Corrupt { target: usize, checkpoint: bool, salt: u64 },
+    Wipe { target: usize },
 }
 
 impl Fault {
@@ -108,6 +124,7 @@ impl Fault {
             Fault::Loss { .. } => FaultKind::Loss,
             Fault::Delay { .. } => FaultKind::Delay,
             Fault::Corrupt { .. } => FaultKind::Corrupt,
+            Fault::Wipe { .. } => FaultKind::Wipe,
         }
     }
 }
@@ -133,6 +150,7 @@ impl fmt::Display for Fault {
             Fault::Corrupt { target, checkpoint, .. } => {
                 write!(f, "corrupt n{} {}", target + 1, if *checkpoint { "checkpoint" } else { "log" })
             }
+            Fault::Wipe { target } => write!(f, "wipe n{}", target + 1),
         }
     }
 }
@@ -203,9 +221,16 @@ pub fn schedule(
         let first = *kinds.choose(&mut rng).expect("kinds is not empty");
         let mut faults = vec![draw(&mut rng, first, nodes)];
         if kinds.len() > 1 && rng.gen_bool(timing.combine_probability) {
-            let others: Vec<FaultKind> = kinds.iter().copied().filter(|&k| k != first).collect();
-            let second = *others.choose(&mut rng).expect("another kind");
-            faults.push(draw(&mut rng, second, nodes));
+            // Never two storage faults at once: two damaged nodes of three would leave
+            // no majority with a good copy (see `FaultKind::damages_storage`).
+            let others: Vec<FaultKind> = kinds
+                .iter()
+                .copied()
+                .filter(|&k| k != first && !(k.damages_storage() && first.damages_storage()))
+                .collect();
+            if let Some(&second) = others.choose(&mut rng) {
+                faults.push(draw(&mut rng, second, nodes));
+            }
         }
         cycles.push(Cycle { at: t, heal_at: t + hold, faults });
         t += hold + between(&mut rng, timing.quiet);
@@ -239,6 +264,8 @@ fn draw(rng: &mut ChaCha8Rng, kind: FaultKind, nodes: usize) -> Fault {
         FaultKind::Corrupt => {
             Fault::Corrupt { target: rng.gen_range(0..nodes), checkpoint: rng.gen_bool(0.3), salt: rng.gen() }
         }
+        // Like corrupt, a node by position, which may or may not be the leader then.
+        FaultKind::Wipe => Fault::Wipe { target: rng.gen_range(0..nodes) },
     }
 }
 
@@ -399,6 +426,46 @@ pub fn corrupt(data_dir: &Path, checkpoint: bool, salt: u64) -> Result<Damage, S
     Ok(Damage { file: name, offset, bytes: CORRUPT_BYTES })
 }
 
+/// What the wipe nemesis deleted.
+#[derive(Clone, Debug, Serialize)]
+pub struct Wiped {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Deletes the node's (stopped) data directory and everything in it: the identity, the
+/// log, the checkpoints and the damage marker. The node must come back from nothing, as
+/// it would on a replaced disk or in a container started without its volume.
+/// `keep_identity` is the planted harness bug `wipe-keeps-identity` only: the `IDENTITY`
+/// file is put back alone.
+pub fn wipe(data_dir: &Path, keep_identity: bool) -> Result<Wiped, String> {
+    fn count(dir: &Path, wiped: &mut Wiped) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                count(&entry.path(), wiped);
+            } else {
+                wiped.files += 1;
+                wiped.bytes += meta.len();
+            }
+        }
+    }
+    let mut wiped = Wiped { files: 0, bytes: 0 };
+    count(data_dir, &mut wiped);
+    if wiped.files == 0 {
+        return Err(format!("{} holds no file to delete", data_dir.display()));
+    }
+    let identity_file = data_dir.join("IDENTITY");
+    let identity = if keep_identity { std::fs::read(&identity_file).ok() } else { None };
+    std::fs::remove_dir_all(data_dir).map_err(|e| format!("cannot delete {}: {e}", data_dir.display()))?;
+    if let Some(identity) = identity {
+        std::fs::create_dir_all(data_dir)
+            .and_then(|()| std::fs::write(&identity_file, identity))
+            .map_err(|e| format!("cannot put {} back: {e}", identity_file.display()))?;
+    }
+    Ok(wiped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +515,32 @@ mod tests {
         let bytes = std::fs::read(dir.join("wal/2.log")).unwrap();
         assert_eq!(bytes.iter().filter(|&&b| b != 0).count(), CORRUPT_BYTES);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_wipe_deletes_the_whole_data_directory() {
+        let dir = std::env::temp_dir().join(format!("synod-nemesis-wipe-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("wal")).unwrap();
+        std::fs::write(dir.join("IDENTITY"), [1u8; 40]).unwrap();
+        std::fs::write(dir.join("wal/1.log"), vec![0u8; 1000]).unwrap();
+        let wiped = wipe(&dir, false).unwrap();
+        assert_eq!((wiped.files, wiped.bytes), (2, 1040));
+        assert!(!dir.exists());
+        assert!(wipe(&dir, false).is_err(), "nothing left to wipe is an error, not a silent no-op");
+    }
+
+    #[test]
+    fn storage_faults_are_never_drawn_together() {
+        let kinds = [FaultKind::Kill, FaultKind::Corrupt, FaultKind::Wipe];
+        let timing = Timing { combine_probability: 1.0, ..Timing::default() };
+        for seed in 0..50 {
+            for cycle in schedule(seed, &kinds, 3, Duration::from_secs(120), &timing) {
+                let storage = cycle.faults.iter().filter(|f| f.kind().damages_storage()).count();
+                assert!(storage <= 1, "seed {seed}: {:?}", cycle.faults);
+            }
+        }
+        // Only the two storage kinds: a cycle holds one fault.
+        let cycles = schedule(1, &[FaultKind::Corrupt, FaultKind::Wipe], 3, Duration::from_secs(60), &timing);
+        assert!(!cycles.is_empty() && cycles.iter().all(|c| c.faults.len() == 1));
     }
 }

@@ -64,6 +64,11 @@ impl Server {
     /// Starts the server and waits until it answers `/healthz`. An error says why (the
     /// server exited, e.g. refusing a damaged data directory, with its log's tail).
     pub fn start(&mut self, binary: &Path) -> Result<(), String> {
+        self.start_with(binary, &[])
+    }
+
+    /// [`Server::start`] with more flags after `synod server --config FILE`.
+    pub fn start_with(&mut self, binary: &Path, flags: &[&str]) -> Result<(), String> {
         assert!(self.child.is_none(), "node {} is already running", self.id);
         let log = OpenOptions::new()
             .create(true)
@@ -78,6 +83,7 @@ impl Server {
             .arg("server")
             .arg("--config")
             .arg(&self.config)
+            .args(flags)
             .env("RUST_LOG", "info")
             .env_remove("SYNOD_CONFIG")
             .env_remove("SYNOD_LISTEN_PEER")

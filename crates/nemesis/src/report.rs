@@ -24,9 +24,29 @@ pub struct FaultRecord {
     pub recovery_after_inject_s: Option<f64>,
     /// Seconds from healing until a write invoked after it was acknowledged.
     pub recovery_after_heal_s: Option<f64>,
-    /// For the corrupt nemesis: what was damaged, and how the node came back.
+    /// For the corrupt and wipe nemeses: what was damaged or deleted, and how the node
+    /// came back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// For the corrupt and wipe nemeses, once the node restarted: whether it came back in
+    /// recovery and how long it took to repair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
+}
+
+/// How a node whose storage was damaged (corrupt) or deleted (wipe) came back.
+#[derive(Clone, Debug, Serialize)]
+pub struct Repair {
+    /// The node (1-based, as in `n2`).
+    pub node: u32,
+    /// It restarted in recovery: it found the damage (corrupt), or came back as a new
+    /// replica (wipe: its log says the data directory is empty, or its status shows it
+    /// recovering). Not so is a failed run for a wipe, which nothing can mistake.
+    pub recovering_at_restart: bool,
+    /// Seconds from its restart until its status no longer showed it recovering (it
+    /// repaired from its peers and votes again); `None` if it did not within the bound,
+    /// which fails the run, or if it did not come back recovering.
+    pub repaired_after_s: Option<f64>,
 }
 
 /// One checker's verdict.
@@ -316,10 +336,33 @@ impl Report {
             .filter(|f| f.kind == "partition")
             .filter_map(|f| f.recovery_after_heal_s)
             .collect();
-        vec![
+        let mut summary = vec![
             ("recovery after leader kill".into(), stats(leader_kills)),
             ("recovery after partition heal".into(), stats(partition_heals)),
-        ]
+        ];
+        // Only for the storage nemeses in use: how many nodes came back in recovery, and
+        // how long from their restart until they voted again.
+        for (kind, came_back) in [("corrupt", "detected its damage"), ("wipe", "came back as a new replica")]
+        {
+            let repairs: Vec<&Repair> =
+                self.faults.iter().filter(|f| f.kind == kind).filter_map(|f| f.repair.as_ref()).collect();
+            if repairs.is_empty() && !self.nemeses.iter().any(|n| n == kind) {
+                continue;
+            }
+            let recovering = repairs.iter().filter(|r| r.recovering_at_restart).count();
+            let unrepaired =
+                repairs.iter().filter(|r| r.recovering_at_restart && r.repaired_after_s.is_none()).count();
+            let times = repairs.iter().filter_map(|r| r.repaired_after_s).collect();
+            summary.push((
+                format!("repair after {kind}"),
+                format!(
+                    "{recovering} of {} {came_back}, {unrepaired} not repaired; time to repair: {}",
+                    repairs.len(),
+                    stats(times)
+                ),
+            ));
+        }
+        summary
     }
 
     /// Writes `report.txt` and `report.json` into `dir`.

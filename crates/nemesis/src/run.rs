@@ -2,6 +2,7 @@
 //! final reads, checks, report. Whatever happens, the servers and hosts it created are
 //! gone when it returns (their `Drop`s run on every path).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +16,9 @@ use synod_check::{History, ModelKind};
 use crate::hosts::{self, Network};
 use crate::nemesis::{self, Cycle, DelayMethod, Fault, FaultKind, Target};
 use crate::process::{tail, Server, State};
-use crate::report::{self, FaultRecord, Report};
+use crate::report::{self, FaultRecord, Repair, Report};
 use crate::workload::{self, Bank, ClientOptions, Recorder, Register, Workload};
-use crate::{RunConfig, WorkloadKind};
+use crate::{HarnessBug, RunConfig, WorkloadKind};
 
 /// Every node's peer and HTTP ports (each node has an address of its own).
 const PEER_PORT: u16 = 7100;
@@ -29,9 +30,12 @@ const REGISTER_OPS_PER_KEY: u32 = 300;
 /// The bank: accounts and their initial balance.
 const BANK_ACCOUNTS: u64 = 5;
 const BANK_INITIAL_BALANCE: u64 = 100;
-/// A corrupted node must have repaired from its peers this long after it restarted
-/// (every other member must answer it, and one may be down or cut off meanwhile).
+/// A corrupted or wiped node must have repaired from its peers this long after its cycle
+/// healed (every other member must answer it, and one may be down or cut off meanwhile).
 const REPAIR_DEADLINE: Duration = Duration::from_secs(30);
+/// What a server logs when it starts on an empty data directory without `--bootstrap`: a
+/// new replica, which recovers from its peers before it votes (`synod_server::disk`).
+const NEW_REPLICA_LOG: &str = "the data directory is empty";
 /// A paused node healed together with other faults wakes this long before they heal.
 const RESUME_BEFORE_HEAL: Duration = Duration::from_millis(500);
 /// Final reads are recorded under process numbers from here.
@@ -82,6 +86,16 @@ struct Run<'a> {
     delay_method: DelayMethod,
     incidents: Vec<String>,
     faults: Vec<FaultRecord>,
+    /// Nodes whose storage the nemesis damaged or deleted and that have not been seen
+    /// repaired since. While one is, no other node's storage is touched, so a majority
+    /// always keeps a good copy of every record (`FaultKind::damages_storage`).
+    unrepaired: BTreeSet<usize>,
+    /// When each node restarted after its storage fault, and whether it came back in
+    /// recovery; taken into the fault's record once its cycle healed.
+    restarts: BTreeMap<usize, (Instant, bool)>,
+    /// A planted bug of the harness (test builds only): how a wiped node comes back
+    /// unsafely.
+    harness_bug: Option<HarnessBug>,
 }
 
 impl<'a> Run<'a> {
@@ -110,7 +124,7 @@ impl<'a> Run<'a> {
                 server.data_dir.display(),
                 config.server_request_timeout.as_millis()
             );
-            if let Some(bug) = &config.planted_bug {
+            if let Some(bug) = config.planted_bug.as_ref().filter(|b| HarnessBug::parse(b).is_none()) {
                 toml.push_str(&format!("planted_bug = \"{bug}\"\n"));
             }
             toml.push_str(&format!("members = [\n{}\n]\n", members.join("\n")));
@@ -118,7 +132,17 @@ impl<'a> Run<'a> {
                 .map_err(|e| format!("cannot write {}: {e}", server.config.display()))?;
             servers.push(server);
         }
-        Ok(Run { config, network, servers, delay_method, incidents: Vec::new(), faults: Vec::new() })
+        Ok(Run {
+            config,
+            network,
+            servers,
+            delay_method,
+            incidents: Vec::new(),
+            faults: Vec::new(),
+            unrepaired: BTreeSet::new(),
+            restarts: BTreeMap::new(),
+            harness_bug: config.planted_bug.as_deref().and_then(HarnessBug::parse),
+        })
     }
 
     fn addrs(&self) -> Vec<SocketAddr> {
@@ -236,7 +260,7 @@ impl<'a> Run<'a> {
                 // In injection order: a node paused and then cut off wakes up while it is
                 // still cut off, believing what it believed before — the false leader.
                 let healing = std::mem::take(&mut active);
-                let mut repairs: Vec<(usize, usize)> = Vec::new();
+                let mut repairs: Vec<(usize, usize, Instant, bool)> = Vec::new();
                 let last = healing.len().saturating_sub(1);
                 for (n, (record, fault, node)) in healing.into_iter().enumerate() {
                     let note = self.heal(&fault, node);
@@ -247,15 +271,21 @@ impl<'a> Run<'a> {
                     }
                     self.faults[record].healed_s = Some(recorder.now_ns() as f64 / 1e9);
                     self.add_note(record, note);
-                    if fault.kind() == FaultKind::Corrupt
-                        && self.servers[node.unwrap_or(0)].state == State::Running
-                    {
-                        repairs.push((record, node.unwrap_or(0)));
+                    if let Some(i) = node.filter(|_| fault.kind().damages_storage()) {
+                        if let Some((restarted, recovering_at_restart)) = self.restarts.remove(&i) {
+                            let repair =
+                                Repair { node: i as u32 + 1, recovering_at_restart, repaired_after_s: None };
+                            self.faults[record].repair = Some(repair);
+                            repairs.push((record, i, restarted, recovering_at_restart));
+                        }
                     }
                 }
                 // Only once the whole cycle healed: repair needs every other member.
-                for (record, i) in repairs.drain(..) {
-                    let note = self.await_repair(i);
+                for (record, i, restarted, recovering_at_restart) in repairs.drain(..) {
+                    let (note, took) = self.await_repair(i, restarted, recovering_at_restart);
+                    if let Some(repair) = &mut self.faults[record].repair {
+                        repair.repaired_after_s = took.map(|d| d.as_secs_f64());
+                    }
                     self.add_note(record, Some(note));
                 }
                 heal_at = None;
@@ -275,6 +305,7 @@ impl<'a> Run<'a> {
                         recovery_after_inject_s: None,
                         recovery_after_heal_s: None,
                         note,
+                        repair: None,
                     });
                     active.push((self.faults.len() - 1, fault.clone(), node));
                 }
@@ -386,14 +417,37 @@ impl<'a> Run<'a> {
                 };
                 nemesis::apply_delay(self.network, self.delay_method, *ms, *rate_kbit).map(|_| description)
             }
-            Fault::Corrupt { target, checkpoint, salt } => {
+            Fault::Corrupt { target, .. } | Fault::Wipe { target } => {
+                let verb = fault.kind().name();
                 let leader = leader == Some(*target);
-                let server = &mut self.servers[*target];
+                let server = &self.servers[*target];
                 if server.state != State::Running {
-                    return (format!("corrupt n{} (skipped: {:?})", target + 1, server.state), None, None);
+                    return (format!("{verb} n{} (skipped: {:?})", target + 1, server.state), None, None);
                 }
+                if let Some(other) = self.unrepaired.iter().find(|&&j| j != *target) {
+                    let why = format!("n{}'s storage is not repaired yet", other + 1);
+                    return (format!("{verb} n{} (skipped: {why})", target + 1), None, None);
+                }
+                self.unrepaired.insert(*target);
+                let server = &mut self.servers[*target];
                 server.kill();
-                let description = format!("corrupt {}", Self::label(*target, leader));
+                let description = format!("{verb} {}", Self::label(*target, leader));
+                let Fault::Corrupt { checkpoint, salt, .. } = fault else {
+                    let keep_identity = self.harness_bug == Some(HarnessBug::WipeKeepsIdentity);
+                    return match nemesis::wipe(&server.data_dir, keep_identity) {
+                        Ok(w) => (
+                            description,
+                            Some(*target),
+                            Some(format!("deleted the data directory: {} files, {} bytes", w.files, w.bytes)),
+                        ),
+                        Err(e) => {
+                            // The node is down and restarts at heal either way; a wipe
+                            // that deleted nothing proves nothing, so the run says so.
+                            self.incidents.push(format!("could not wipe node {}: {e}", target + 1));
+                            (description, Some(*target), Some(format!("nothing deleted: {e}")))
+                        }
+                    };
+                };
                 return match nemesis::corrupt(&server.data_dir, *checkpoint, *salt) {
                     Ok(d) => (
                         description,
@@ -416,7 +470,7 @@ impl<'a> Run<'a> {
     /// Heals one fault; returns a note worth reporting.
     fn heal(&mut self, fault: &Fault, node: Option<usize>) -> Option<String> {
         match fault.kind() {
-            FaultKind::Kill | FaultKind::Corrupt => {
+            FaultKind::Kill | FaultKind::Corrupt | FaultKind::Wipe => {
                 let i = node?;
                 let server = &mut self.servers[i];
                 if server.state != State::Down {
@@ -424,29 +478,64 @@ impl<'a> Run<'a> {
                 }
                 // Where this start's lines begin in the node's log (appended across starts).
                 let log_from = std::fs::metadata(&server.log).map_or(0, |m| m.len());
-                match server.start(&self.config.binary) {
-                    // The damage must be found at start: `recovering` in the status or, if
-                    // the node repaired before we asked (it can take well under a second),
-                    // the damage report in its log.
-                    Ok(()) if fault.kind() == FaultKind::Corrupt => {
+                // The operator's accident restarts the node exactly as before, with no flag;
+                // only the planted bug says `--bootstrap` (it votes at once).
+                let flags: &[&str] = match fault.kind() {
+                    FaultKind::Wipe if self.harness_bug == Some(HarnessBug::WipeBootstraps) => {
+                        &["--bootstrap"]
+                    }
+                    _ => &[],
+                };
+                let started = server.start_with(&self.config.binary, flags);
+                let restarted = Instant::now();
+                match started {
+                    Ok(()) if fault.kind().damages_storage() => {
+                        // It must come back in recovery: `recovering` in the status or, if
+                        // it repaired before we asked (it can take well under a second),
+                        // what it logged at start.
                         let recovering = server.status().and_then(|s| s.get("recovering").cloned());
-                        let logged = || {
+                        let logged = |needle: &str| {
                             std::fs::read(&server.log).ok().is_some_and(|log| {
                                 let since = &log[(log_from as usize).min(log.len())..];
-                                String::from_utf8_lossy(since).contains("storage damage found")
+                                String::from_utf8_lossy(since).contains(needle)
                             })
                         };
-                        Some(match recovering {
-                            Some(r) if !r.is_null() => "damage detected at restart".to_string(),
-                            _ if logged() => "damage detected at restart (in its log)".to_string(),
-                            _ => "restarted without reporting damage".into(),
-                        })
+                        let recovering = recovering.is_some_and(|r| !r.is_null());
+                        let (came_back, note) = if fault.kind() == FaultKind::Corrupt {
+                            match recovering {
+                                true => (true, "damage detected at restart"),
+                                false if logged("storage damage found") => {
+                                    (true, "damage detected at restart (in its log)")
+                                }
+                                false => (false, "restarted without reporting damage"),
+                            }
+                        } else {
+                            match (recovering, logged(NEW_REPLICA_LOG)) {
+                                (true, true) => (true, "came back as a new replica, recovering"),
+                                (false, true) => (true, "came back as a new replica (in its log)"),
+                                (true, false) => (true, "came back recovering"),
+                                (false, false) => (false, "came back voting at once, not as a new replica"),
+                            }
+                        };
+                        if fault.kind() == FaultKind::Wipe && !came_back {
+                            // A node must never take an empty directory for intact
+                            // storage: voting from it, it may break promises it forgot.
+                            self.incidents.push(format!(
+                                "node {} restarted on a wiped data directory without recovering from its peers",
+                                i + 1
+                            ));
+                        }
+                        self.restarts.insert(i, (restarted, came_back));
+                        Some(note.to_string())
                     }
                     Ok(()) => None,
                     Err(e) => {
-                        if fault.kind() == FaultKind::Corrupt {
-                            self.incidents
-                                .push(format!("node {} did not restart after corruption: {e}", i + 1));
+                        if fault.kind().damages_storage() {
+                            self.incidents.push(format!(
+                                "node {} did not restart after its {} fault: {e}",
+                                i + 1,
+                                fault.kind().name()
+                            ));
                         }
                         Some(format!("did not restart: {e}"))
                     }
@@ -472,22 +561,38 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// After a corrupted node restarted and its cycle healed: it must stop saying it is
-    /// recovering (it repaired from its peers and votes again).
-    fn await_repair(&mut self, i: usize) -> String {
+    /// After a corrupted or wiped node restarted and its cycle healed: it must stop saying
+    /// it is recovering (it repaired from its peers and votes again). Returns the note and
+    /// the time from its restart until then. A node that did not come back recovering has
+    /// nothing to time (the note at its restart says so).
+    fn await_repair(
+        &mut self,
+        i: usize,
+        restarted: Instant,
+        recovering_at_restart: bool,
+    ) -> (String, Option<Duration>) {
+        if !recovering_at_restart {
+            self.unrepaired.remove(&i);
+            return ("no repair to wait for".into(), None);
+        }
         let started = Instant::now();
         while started.elapsed() < REPAIR_DEADLINE {
             if let Some(status) = self.servers[i].status() {
                 if status.get("recovering").is_none_or(Json::is_null) {
-                    let took = started.elapsed().as_secs_f64();
-                    return format!("repaired from peers, voting again {took:.1}s after the cycle healed");
+                    let took = restarted.elapsed();
+                    self.unrepaired.remove(&i);
+                    let note = format!(
+                        "repaired from peers, voting again {:.1}s after it restarted",
+                        took.as_secs_f64()
+                    );
+                    return (note, Some(took));
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         self.incidents
             .push(format!("node {} still recovering {REPAIR_DEADLINE:?} after its cycle healed", i + 1));
-        format!("still recovering after {REPAIR_DEADLINE:?}")
+        (format!("still recovering after {REPAIR_DEADLINE:?}"), None)
     }
 
     /// Heals the network, resumes paused nodes and starts stopped ones. A node that will

@@ -33,7 +33,10 @@ pub struct NemesisArgs {
     /// Number of servers: 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Faults to inject, comma-separated: kill, pause, partition, loss, delay, corrupt.
+    /// Faults to inject, comma-separated: kill, pause, partition, loss, delay, corrupt
+    /// (flip bytes in a stopped node's log or checkpoint), wipe (delete a stopped node's
+    /// whole data directory and restart it with no flag: it must come back as a new
+    /// replica and repair from its peers).
     #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
     nemesis: Vec<String>,
     /// Concurrent clients (1-64).
@@ -42,8 +45,9 @@ pub struct NemesisArgs {
     /// Wall-clock budget of the linearizability check.
     #[arg(long, default_value = "120s", value_parser = synod_nemesis::parse_duration)]
     check_budget: std::time::Duration,
-    /// Plant a bug in the servers (stale-read). Only a server built with the
-    /// `planted-bugs` feature accepts it; the checkers must then catch it.
+    /// Plant a bug in the servers (stale-read) or in the harness, which then brings a
+    /// wiped node back voting at once (wipe-keeps-identity, wipe-bootstraps). Only test
+    /// builds (the `planted-bugs` feature) accept them; the run must then fail.
     #[arg(long, hide = true)]
     planted_bug: Option<String>,
     /// The synod binary to run as servers (default: this one).
