@@ -74,6 +74,8 @@
 //! touches JSON and a memo probe allocates nothing; everything the search needs is
 //! compiled up front.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,6 +8,8 @@
 //! A [`Client`] is one session and runs one mutating call at a time (its calls queue on an
 //! internal lock); for concurrency, use many clients.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -14,6 +14,8 @@
 //! Inputs are `handle_*` and `invoke`; outputs are taken with [`Node::take_ready`] after
 //! every input, and [`Node::poll_timeout`] says when to call [`Node::handle_timeout`].
 
+#![forbid(unsafe_code)]
+
 pub mod acceptor;
 pub mod apps;
 pub mod commander;
@@ -37,7 +39,7 @@ pub use effects::{
 };
 pub use message::{Heartbeat, Message};
 pub use node::{Node, PeerView, Refusal, Refusals, Status};
-pub use options::{Options, PlantedBugs};
+pub use options::{Options, OptionsError, PlantedBugs};
 pub use recovery::RecoveryView;
 pub use snapshot::Snapshot;
 pub use state_machine::{Payload, SnapshotError, StateMachine};

@@ -93,31 +93,60 @@ impl Options {
     }
 
     /// Checks that the options make sense together.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat_ms == 0 {
-            return Err("heartbeat_ms must be positive".into());
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        use OptionsError::*;
+        let checks = [
+            (self.heartbeat_ms == 0, HeartbeatZero),
+            (self.election_timeout_ms < 2 * self.heartbeat_ms, ElectionTimeoutTooShort),
+            (
+                self.window_slots == 0 || self.batch_commands_max == 0 || self.catchup_batch_max == 0,
+                BatchBoundZero,
+            ),
+            (self.lease_ms >= self.election_timeout_ms, LeaseNotBelowElectionTimeout),
+            (self.clock_drift_bound_ppm >= 500_000, DriftBoundTooLarge),
+            (self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > 8 << 20, SnapshotChunkOutOfRange),
+            (self.sessions_max == 0 || self.requests_pending_max == 0, TableBoundZero),
+        ];
+        match checks.into_iter().find(|(broken, _)| *broken) {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
         }
-        if self.election_timeout_ms < 2 * self.heartbeat_ms {
-            return Err("election_timeout_ms must be at least two heartbeat rounds".into());
-        }
-        if self.window_slots == 0 || self.batch_commands_max == 0 || self.catchup_batch_max == 0 {
-            return Err("window_slots, batch_commands_max and catchup_batch_max must be positive".into());
-        }
-        if self.lease_ms >= self.election_timeout_ms {
-            return Err("lease_ms must be below election_timeout_ms".into());
-        }
-        if self.clock_drift_bound_ppm >= 500_000 {
-            return Err("clock_drift_bound_ppm must be below 500000 (50%)".into());
-        }
-        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > 8 << 20 {
-            return Err("snapshot_chunk_bytes must be in 1..=8 MiB (one frame carries a chunk)".into());
-        }
-        if self.sessions_max == 0 || self.requests_pending_max == 0 {
-            return Err("sessions_max and requests_pending_max must be positive".into());
-        }
-        Ok(())
     }
 }
+
+/// Why a set of [`Options`] cannot run a node. Nothing was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionsError {
+    HeartbeatZero,
+    ElectionTimeoutTooShort,
+    BatchBoundZero,
+    LeaseNotBelowElectionTimeout,
+    DriftBoundTooLarge,
+    SnapshotChunkOutOfRange,
+    TableBoundZero,
+}
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptionsError::HeartbeatZero => "heartbeat_ms must be positive",
+            OptionsError::ElectionTimeoutTooShort => {
+                "election_timeout_ms must be at least two heartbeat rounds"
+            }
+            OptionsError::BatchBoundZero => {
+                "window_slots, batch_commands_max and catchup_batch_max must be positive"
+            }
+            OptionsError::LeaseNotBelowElectionTimeout => "lease_ms must be below election_timeout_ms",
+            OptionsError::DriftBoundTooLarge => "clock_drift_bound_ppm must be below 500000 (50%)",
+            OptionsError::SnapshotChunkOutOfRange => {
+                "snapshot_chunk_bytes must be in 1..=8 MiB (one frame carries a chunk)"
+            }
+            OptionsError::TableBoundZero => "sessions_max and requests_pending_max must be positive",
+        })
+    }
+}
+
+impl std::error::Error for OptionsError {}
 
 /// Bugs the simulator can plant to prove its checkers catch them. Only the simulator
 /// sets these; no server flag or configuration reaches them.

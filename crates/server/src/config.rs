@@ -174,7 +174,7 @@ impl Config {
         }
         #[cfg(feature = "planted-bugs")]
         self.planted_bugs()?;
-        self.options().validate()
+        self.options().validate().map_err(|e| format!("protocol: {e}"))
     }
 
     /// The planted bug this configuration asks for (test builds only).

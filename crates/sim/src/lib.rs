@@ -111,6 +111,8 @@
 //! history conventions and checks) · `checkers` (agreement, replica consistency) ·
 //! `trace` (trace hash, readable lines) · `scenarios` (Omni-Paxos partial connectivity).
 
+#![forbid(unsafe_code)]
+
 mod catch_up;
 mod checkers;
 mod clients;

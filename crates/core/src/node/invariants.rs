@@ -47,7 +47,12 @@ impl<S: StateMachine> Node<S> {
         }
         // Durability bookkeeping: the driver never says more is durable than was taken,
         // and our own votes wait in the order they were cast.
-        assert!(self.durable_lsn <= self.lsn, "durable lsn {} past the last taken {}", self.durable_lsn, self.lsn);
+        assert!(
+            self.durable_lsn <= self.lsn,
+            "durable lsn {} past the last taken {}",
+            self.durable_lsn,
+            self.lsn
+        );
         assert!(
             self.own_votes.iter().zip(self.own_votes.iter().skip(1)).all(|(a, b)| a.0 <= b.0),
             "own votes out of order"

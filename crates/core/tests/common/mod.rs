@@ -29,8 +29,13 @@ impl StateMachine for Log {
     fn snapshot(&self) -> Vec<u8> {
         self.0.iter().flat_map(|n| n.to_le_bytes()).collect()
     }
-    fn restore(&mut self, _: &[u8]) -> Result<(), SnapshotError> {
-        unimplemented!("not needed here")
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        if !bytes.len().is_multiple_of(8) {
+            return Err(SnapshotError(format!("{} bytes is no list of u64", bytes.len())));
+        }
+        self.0 =
+            bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes"))).collect();
+        Ok(())
     }
 }
 
