@@ -323,7 +323,7 @@ impl<C: Payload> Leader<C> {
     }
 
     /// Resends Prepare and Accept to acceptors that have not answered for `retransmit_us`
-    /// (turning fair-loss links into stubborn ones, seed 002). `decided_upto` rides along.
+    /// (turning fair-loss links into stubborn ones: Cachin et al., §2.4.3). `decided_upto` rides along.
     pub fn retransmit(
         &mut self,
         now: Time,

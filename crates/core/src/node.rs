@@ -52,7 +52,9 @@ pub struct Status {
     pub quorum_heard_us_ago: Option<u64>,
     /// Every slot below this is decided at this node.
     pub decided_upto: Slot,
-    /// Every slot below this is applied to the state machine.
+    /// Every slot below this is applied to the state machine. The same slot as
+    /// `decided_upto` by design: a decided prefix is applied in the step that decides it
+    /// (decisions that arrive ahead of a gap wait, unapplied and uncounted, for the gap).
     pub applied_upto: Slot,
     /// Client commands waiting at this node.
     pub requests_pending: usize,

@@ -1,5 +1,6 @@
-//! `Member`: Synod as a library (seed 003's application interface). Give it your
-//! deterministic [`StateMachine`], the cluster's members and a data directory; call
+//! `Member`: Synod as a library (PMMC's replica interface: propose, then learn the
+//! decision). Give it your deterministic [`StateMachine`], the cluster's members and a
+//! data directory; call
 //! [`Member::invoke`], which resolves with your state machine's output once the command
 //! is decided and applied — exactly once, however often it is retried.
 //!

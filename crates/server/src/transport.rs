@@ -4,7 +4,8 @@
 //!
 //! Links are fair-loss by design (seed 002): a full send queue or a broken connection
 //! drops messages, and the protocol's retransmissions make up for it. Reconnection uses
-//! capped exponential backoff with full jitter (seed 001's thundering herd).
+//! capped exponential backoff with full jitter (so that a recovering peer is not met by a
+//! thundering herd of reconnects; "Exponential Backoff And Jitter", AWS Architecture Blog).
 //!
 //! A partition that drops packets silently leaves both ends of a connection "established"
 //! while TCP retransmits with an exponential backoff that reaches seconds: after the

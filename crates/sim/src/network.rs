@@ -1,4 +1,5 @@
-//! The simulated network: fair-loss links (seed 002) between every ordered pair of
+//! The simulated network: fair-loss links (Cachin, Guerraoui and Rodrigues, "Introduction
+//! to Reliable and Secure Distributed Programming", §2.4) between every ordered pair of
 //! nodes, and partitions that cut some of them.
 //!
 //! A frame on a link is lost, duplicated, corrupted and delayed by independent coin
