@@ -37,7 +37,11 @@ pub enum ElectionEvent {
 #[derive(Debug)]
 pub struct Election {
     id: NodeId,
+    /// Every other member: voters and learners of the configurations in force.
     peers: Vec<NodeId>,
+    /// The voters of the configuration that governs this node's next undecided slot,
+    /// whose replies make a quorum.
+    voters: Vec<NodeId>,
     quorum: usize,
     heartbeat_us: u64,
     election_timeout_us: u64,
@@ -60,6 +64,8 @@ pub struct Election {
     may_lead: bool,
     timeout_us: u64,
     backoff_until: Time,
+    /// Take over at the next round's end (`take_over_now`).
+    take_over: bool,
     next_round_at: Time,
 }
 
@@ -67,18 +73,19 @@ impl Election {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
+        voters: &[NodeId],
         members: &[NodeId],
-        quorum: usize,
         heartbeat_ms: u64,
         election_timeout_ms: u64,
         backoff_max_ms: u64,
         ballot_max: Ballot,
         now: Time,
     ) -> Election {
-        Election {
+        let mut election = Election {
             id,
-            peers: members.iter().copied().filter(|m| *m != id).collect(),
-            quorum,
+            peers: Vec::new(),
+            voters: Vec::new(),
+            quorum: 1,
             heartbeat_us: heartbeat_ms * 1000,
             election_timeout_us: election_timeout_ms * 1000,
             backoff_max_us: backoff_max_ms * 1000,
@@ -94,8 +101,32 @@ impl Election {
             may_lead: true,
             timeout_us: election_timeout_ms * 1000,
             backoff_until: now,
+            take_over: false,
             next_round_at: now,
-        }
+        };
+        election.reconfigure(voters, members);
+        election
+    }
+
+    /// The configuration changed: `voters` make quorums from now on (those of the
+    /// configuration that governs the next undecided slot), and every one of `members`
+    /// (voters and learners of the configurations in force) is asked each round. A node
+    /// that is no voter never takes over.
+    pub fn reconfigure(&mut self, voters: &[NodeId], members: &[NodeId]) {
+        self.voters = voters.to_vec();
+        self.quorum = voters.len() / 2 + 1;
+        let mut peers: Vec<NodeId> =
+            members.iter().chain(voters).copied().filter(|m| *m != self.id).collect();
+        peers.sort();
+        peers.dedup();
+        self.peers = peers;
+        self.replies.retain(|id, _| self.peers.contains(id));
+        self.last_heard.retain(|id, _| self.peers.contains(id));
+    }
+
+    /// This node votes in the configuration in force.
+    pub fn is_voter(&self) -> bool {
+        self.voters.contains(&self.id)
     }
 
     pub fn peers(&self) -> &[NodeId] {
@@ -166,6 +197,15 @@ impl Election {
         }
     }
 
+    /// The leader asked this node to take over (leadership transfer): the round that ends
+    /// next takes over at once if this node is quorum-connected, whatever the timeouts,
+    /// the backoff and the happiness of its peers (the leader it would defer to is the one
+    /// handing over).
+    pub fn take_over_now(&mut self, now: Time) {
+        self.take_over = true;
+        self.backoff_until = now;
+    }
+
     /// Our scout or commander was preempted by `promised`: give up the claim and back off
     /// with jitter so that two proposers do not keep preempting each other.
     pub fn on_preempted(&mut self, now: Time, promised: Ballot, rng: &mut impl Rng) {
@@ -194,7 +234,8 @@ impl Election {
     }
 
     fn evaluate(&mut self, now: Time, rng: &mut impl Rng, leading: Option<Ballot>) -> ElectionEvent {
-        self.quorum_connected = self.replies.len() + 1 >= self.quorum;
+        let heard = self.replies.keys().filter(|id| self.voters.contains(id)).count();
+        self.quorum_connected = heard + usize::from(self.is_voter()) >= self.quorum;
         if self.quorum_connected {
             self.quorum_heard_at = Some(now);
         }
@@ -209,9 +250,17 @@ impl Election {
         let mut best = leading.filter(|_| self.quorum_connected);
         for (peer, heartbeat) in &self.replies {
             if let Some(ballot) = heartbeat.leader {
-                if ballot.leader == *peer && heartbeat.quorum_connected {
+                if ballot.leader == *peer && heartbeat.quorum_connected && self.voters.contains(peer) {
                     best = best.max(Some(ballot));
                 }
+            }
+        }
+        if std::mem::take(&mut self.take_over) && self.quorum_connected && self.may_lead && self.is_voter() {
+            if let Some(ballot) = self.ballot_max.next_for(self.id) {
+                self.observe(ballot);
+                self.leader = Some(ballot);
+                self.unhappy_since = None;
+                return ElectionEvent::TakeOver(ballot);
             }
         }
         let mut event = ElectionEvent::Steady;
@@ -252,7 +301,7 @@ impl Election {
             self.leader = Some(ballot);
             return event;
         }
-        if self.quorum_connected && now >= self.backoff_until && self.may_lead {
+        if self.quorum_connected && now >= self.backoff_until && self.may_lead && self.is_voter() {
             // The round space ends only where forged ballots pushed it (see
             // `Ballot::ROUND_JUMP_MAX`): then this node cannot lead, but a peer with a
             // higher id still can.
@@ -274,7 +323,7 @@ mod tests {
     const MEMBERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 
     fn election(id: u32) -> Election {
-        Election::new(NodeId(id), &MEMBERS, 2, 50, 300, 300, Ballot::ZERO, Time(0))
+        Election::new(NodeId(id), &MEMBERS, &MEMBERS, 50, 300, 300, Ballot::ZERO, Time(0))
     }
 
     fn heartbeat(leader: Option<Ballot>, quorum_connected: bool, happy: bool) -> Heartbeat {

@@ -1,27 +1,26 @@
-//! The Leader (PMMC §3, Fig. 4; Multi-Paxos as in §4.1): it owns a ballot, runs one
-//! [`Scout`] for phase 1, then one [`Commander`] per slot it proposes in. While active it
-//! needs no further phase 1: a stable leader decides a slot in one round trip.
+//! The Leader (PMMC §3, Fig. 4; Multi-Paxos as in §4.1): it owns a ballot, runs a
+//! [`Scout`] for phase 1 once per configuration it proposes in, then one [`Commander`] per
+//! slot. While active it needs no further phase 1: a stable leader decides a slot in one
+//! round trip.
 //!
 //! Proposals are batched (every queued command that fits goes into the next slot) and
-//! pipelined (up to `window_slots` slots beyond the first undecided one are in flight).
+//! pipelined: only slots below `slot_out + window_slots` are ever proposed in, where
+//! `slot_out` is this node's first undecided slot. That bound is what tells the leader the
+//! configuration of every slot it proposes in (see `membership`): the values phase 1
+//! reported are re-proposed in slot order as the window moves (PMMC's `adopted`, spread
+//! over the window), and a slot governed by a configuration whose voters have not promised
+//! this ballot yet waits for a scout of that configuration.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::commander::Commander;
 use crate::effects::Envelope;
+use crate::membership::Membership;
 use crate::message::Message;
-use crate::scout::{Adopted, Scout, ScoutEvent};
+use crate::scout::{Adopted, Reported, Scout, ScoutEvent};
 use crate::state_machine::Payload;
-use crate::types::{Ballot, Command, NodeId, PValue, Slot, Time, Value};
+use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
 
-/// The leader's view of the cluster it proposes to.
-#[derive(Clone, Debug)]
-pub struct Acceptors {
-    pub members: Vec<NodeId>,
-    pub quorum: usize,
-}
-
-/// What the node learns from the leader after a message.
 /// A p1b as the leader receives it.
 #[derive(Debug)]
 pub struct Promise<C> {
@@ -32,11 +31,13 @@ pub struct Promise<C> {
     pub decided: Vec<(Slot, Value<C>)>,
 }
 
+/// What the node learns from the leader after a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LeaderEvent<C> {
     Nothing,
-    /// Phase 1 finished: the leader is active. Catch up on the decided prefix from
-    /// `ahead` if the leader's replica lags behind `decided_upto`.
+    /// Phase 1 finished for the leadership's first configuration: the leader is active.
+    /// Catch up on the decided prefix from `ahead` if the leader's replica lags behind
+    /// `decided_upto`.
     Adopted {
         decided_upto: Slot,
         ahead: Option<NodeId>,
@@ -50,14 +51,51 @@ pub enum LeaderEvent<C> {
     Preempted(Ballot),
 }
 
+/// Where the leader stands in the log, and the limits it proposes within.
+#[derive(Clone, Copy, Debug)]
+pub struct Window<'a> {
+    /// This node's first undecided slot.
+    pub slot_out: Slot,
+    pub window_slots: u64,
+    pub batch_commands_max: usize,
+    pub membership: &'a Membership,
+    /// The planted `small-quorum` bug: N/2 acceptors make a quorum.
+    pub small_quorum: bool,
+}
+
+impl Window<'_> {
+    fn quorum(&self, config: &Configuration) -> usize {
+        if self.small_quorum {
+            (config.voters.len() / 2).max(1)
+        } else {
+            config.quorum()
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Leader<C> {
     ballot: Ballot,
     active: bool,
     scout: Option<Scout<C>>,
+    /// The epochs whose voters promised `ballot`: phase 1 is done in those configurations.
+    prepared: BTreeSet<u64>,
+    /// The planted `stale-ballot` bug: propose without any phase 1.
+    unprepared: bool,
     commanders: BTreeMap<Slot, Commander<C>>,
-    /// The next slot this leader proposes a new batch in (PMMC's `slot_in`).
-    next_slot: Slot,
+    /// Values phase 1 reported for slots not proposed in yet, re-proposed in slot order.
+    reproposals: BTreeMap<Slot, Reported<C>>,
+    /// Every slot below this has had a commander under this ballot, or is decided.
+    proposed_upto: Slot,
+    /// Slots below this are proposed in even without client commands: phase 1 reported
+    /// a value at or beyond them (holes get no-ops), or a slot must be closed.
+    fill_upto: Slot,
+    /// A configuration change to propose in the next free slot, before any command; and
+    /// the slot it went into, until decided (one change at a time: `membership`).
+    reconfiguration: Option<Configuration>,
+    reconfiguring_at: Option<Slot>,
+    /// A leadership transfer is under way: no new commands are proposed (they wait).
+    paused: bool,
     /// Client commands waiting for a slot.
     queue: VecDeque<Command<C>>,
     queue_max: usize,
@@ -73,8 +111,15 @@ impl<C: Payload> Leader<C> {
             ballot: Ballot::ZERO,
             active: false,
             scout: None,
+            prepared: BTreeSet::new(),
+            unprepared: false,
             commanders: BTreeMap::new(),
-            next_slot: 0,
+            reproposals: BTreeMap::new(),
+            proposed_upto: 0,
+            fill_upto: 0,
+            reconfiguration: None,
+            reconfiguring_at: None,
+            paused: false,
             queue: VecDeque::new(),
             queue_max,
             led_before: false,
@@ -103,9 +148,10 @@ impl<C: Payload> Leader<C> {
     pub fn led_before(&self) -> bool {
         self.led_before
     }
-    /// The slot the next batch goes into: every command proposed so far is below it.
+    /// The slot the next batch goes into: every command proposed so far, and every value
+    /// phase 1 reported, is below it (the read index of a lease read).
     pub fn next_slot(&self) -> Slot {
-        self.next_slot
+        self.proposed_upto.max(self.fill_upto)
     }
     pub fn in_flight(&self) -> usize {
         self.commanders.len()
@@ -118,19 +164,37 @@ impl<C: Payload> Leader<C> {
         self.queue.len()
     }
 
-    /// Phase 1 for `ballot`, covering every slot from `from_slot` on.
-    pub fn start(
-        &mut self,
-        ballot: Ballot,
-        from_slot: Slot,
-        acceptors: &Acceptors,
-        now: Time,
-        out: &mut Vec<Envelope<C>>,
-    ) {
+    /// Proposes `next` in the next free slot, before any command.
+    pub fn reconfigure(&mut self, next: Configuration) {
+        assert!(self.active && !self.reconfiguring(), "one change at a time, at an active leader");
+        self.reconfiguration = Some(next);
+    }
+
+    /// A change waits for its slot, or was proposed and is not decided yet.
+    pub fn reconfiguring(&self) -> bool {
+        self.reconfiguration.is_some() || self.reconfiguring_at.is_some()
+    }
+
+    /// While a leadership transfer is under way, no new commands are proposed.
+    pub fn pause(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Phase 1 for `ballot`, from slot `from_slot` on, with the voters of the configuration
+    /// that governs it.
+    pub fn start(&mut self, ballot: Ballot, window: &Window<'_>, now: Time, out: &mut Vec<Envelope<C>>) {
         assert!(ballot > self.ballot, "a new leadership needs a higher ballot");
         self.step_down();
         self.ballot = ballot;
-        let scout = Scout::new(ballot, from_slot, &acceptors.members, acceptors.quorum, now);
+        self.proposed_upto = window.slot_out;
+        self.fill_upto = window.slot_out;
+        self.start_scout(window.slot_out, window, now, out);
+    }
+
+    fn start_scout(&mut self, from_slot: Slot, window: &Window<'_>, now: Time, out: &mut Vec<Envelope<C>>) {
+        let config = window.membership.for_slot(from_slot);
+        let (ballot, quorum) = (self.ballot, window.quorum(config));
+        let scout = Scout::new(ballot, from_slot, config.epoch, &config.voters, quorum, now);
         for to in scout.waitfor() {
             out.push(Envelope { to, message: Message::Prepare { ballot, from_slot } });
         }
@@ -142,16 +206,24 @@ impl<C: Payload> Leader<C> {
         self.step_down();
         self.ballot = ballot;
         self.active = true;
+        self.unprepared = true;
         self.led_before = true;
-        self.next_slot = from_slot;
+        self.proposed_upto = from_slot;
+        self.fill_upto = from_slot;
     }
 
-    /// Stops leading: drops the scout, the commanders and the queue (the requesters
-    /// resend what their clients still wait for).
+    /// Stops leading: drops the scout, the commanders, the reported values and the queue
+    /// (the requesters resend what their clients still wait for).
     pub fn step_down(&mut self) {
         self.active = false;
+        self.unprepared = false;
         self.scout = None;
+        self.prepared.clear();
         self.commanders.clear();
+        self.reproposals.clear();
+        self.reconfiguration = None;
+        self.reconfiguring_at = None;
+        self.paused = false;
         self.queue.clear();
     }
 
@@ -164,64 +236,68 @@ impl<C: Payload> Leader<C> {
         true
     }
 
-    /// p1b for our scout. `slot_out` is our replica's applied prefix.
-    pub fn on_promise(
-        &mut self,
-        promise: Promise<C>,
-        slot_out: Slot,
-        acceptors: &Acceptors,
-        now: Time,
-        out: &mut Vec<Envelope<C>>,
-    ) -> LeaderEvent<C> {
+    /// p1b for our scout.
+    pub fn on_promise(&mut self, promise: Promise<C>, window: &Window<'_>) -> LeaderEvent<C> {
         let Some(scout) = self.scout.as_mut().filter(|s| s.ballot == promise.ballot) else {
             return LeaderEvent::Nothing; // A promise for an older phase 1.
         };
         match scout.on_promise(promise.from, promise.decided_upto, promise.accepted, promise.decided) {
             ScoutEvent::Waiting => LeaderEvent::Nothing,
             ScoutEvent::Preempted(b) => self.preempted(b),
-            ScoutEvent::Adopted(adopted) => self.adopt(adopted, slot_out, acceptors, now, out),
+            ScoutEvent::Adopted(adopted) => self.adopt(adopted, window),
         }
     }
 
-    /// PMMC's `adopted`: re-propose, under our ballot, the value each promiser reported
-    /// for a slot; fill the gaps with no-ops so the log has no holes (§3.3).
-    fn adopt(
-        &mut self,
-        adopted: Adopted<C>,
-        slot_out: Slot,
-        acceptors: &Acceptors,
-        now: Time,
-        out: &mut Vec<Envelope<C>>,
-    ) -> LeaderEvent<C> {
+    /// PMMC's `adopted`: what the promisers reported becomes the values this ballot
+    /// re-proposes, slot by slot, with no-ops in the holes (§3.3). The merge keeps, per
+    /// slot, the strongest report of every scout of this ballot (a decision, else the
+    /// highest ballot; see `membership` for why reports from another configuration's
+    /// voters may be counted too).
+    fn adopt(&mut self, adopted: Adopted<C>, window: &Window<'_>) -> LeaderEvent<C> {
         assert_eq!(adopted.ballot, self.ballot);
+        let first = !self.active;
         self.scout = None;
         self.active = true;
         self.led_before = true;
-        let last = adopted.proposals.keys().next_back().copied();
-        self.next_slot = last.map_or(adopted.decided_upto, |s| s + 1).max(adopted.decided_upto).max(slot_out);
-        let mut proposals = adopted.proposals;
-        // Slots our own replica applied while phase 1 ran need no commander.
-        for slot in adopted.decided_upto.max(slot_out)..self.next_slot {
-            let value = proposals.remove(&slot).unwrap_or(Value::Noop);
-            self.spawn_commander(slot, value, slot_out, acceptors, now, out);
+        self.prepared.insert(adopted.epoch);
+        if let Some(last) = adopted.proposals.keys().next_back() {
+            self.fill_upto = self.fill_upto.max(last + 1);
         }
-        LeaderEvent::Adopted { decided_upto: adopted.decided_upto, ahead: adopted.ahead }
+        for (slot, reported) in adopted.proposals {
+            match self.reproposals.get(&slot) {
+                Some(held) if held.rank >= reported.rank => {}
+                _ if slot < self.proposed_upto => {} // Proposed in under this ballot already.
+                _ => {
+                    self.reproposals.insert(slot, reported);
+                }
+            }
+        }
+        let floor = adopted.decided_upto.max(window.slot_out);
+        self.fill_upto = self.fill_upto.max(floor);
+        self.proposed_upto = self.proposed_upto.max(floor);
+        self.reproposals = self.reproposals.split_off(&self.proposed_upto);
+        if first {
+            LeaderEvent::Adopted { decided_upto: adopted.decided_upto, ahead: adopted.ahead }
+        } else {
+            LeaderEvent::Nothing
+        }
     }
 
-    /// Phase 2 for `value` in `slot`. `decided_upto` (our replica's applied prefix) rides
-    /// along so that lagging acceptors notice and catch up.
-    #[allow(clippy::too_many_arguments)]
+    /// Phase 2 for `value` in `slot`, with the voters of the configuration that governs it.
+    /// `decided_upto` (our replica's applied prefix) rides along so that lagging acceptors
+    /// notice and catch up.
     fn spawn_commander(
         &mut self,
         slot: Slot,
         value: Value<C>,
-        decided_upto: Slot,
-        acceptors: &Acceptors,
+        window: &Window<'_>,
         now: Time,
         out: &mut Vec<Envelope<C>>,
     ) {
+        let config = window.membership.for_slot(slot);
         let pvalue = PValue { ballot: self.ballot, slot, value };
-        let commander = Commander::new(pvalue, &acceptors.members, acceptors.quorum, now);
+        let commander = Commander::new(pvalue, &config.voters, window.quorum(config), now);
+        let decided_upto = window.slot_out;
         for to in commander.waitfor() {
             out.push(Envelope {
                 to,
@@ -232,58 +308,64 @@ impl<C: Payload> Leader<C> {
         assert!(previous.is_none(), "two commanders for slot {slot} under one ballot");
     }
 
-    /// Fills free slots in the window with batches of queued commands.
+    /// Fills free slots of the window, in slot order: the values phase 1 reported (no-ops
+    /// in their holes) first, then batches of queued commands. A slot that `is_decided`
+    /// already needs no commander. A slot of a configuration whose voters have not promised
+    /// this ballot waits for the scout this starts.
     pub fn propose(
         &mut self,
-        slot_out: Slot,
-        window_slots: u64,
-        batch_commands_max: usize,
-        acceptors: &Acceptors,
+        window: &Window<'_>,
+        is_decided: impl Fn(Slot) -> bool,
         now: Time,
         out: &mut Vec<Envelope<C>>,
     ) {
         if !self.active {
             return;
         }
-        self.next_slot = self.next_slot.max(slot_out);
-        while !self.queue.is_empty() && self.next_slot < slot_out + window_slots {
-            let take = self.queue.len().min(batch_commands_max);
-            let batch: Vec<_> = self.queue.drain(..take).collect();
-            self.batches_proposed += 1;
-            self.commands_proposed += batch.len() as u64;
-            let slot = self.next_slot;
-            self.next_slot += 1;
-            self.spawn_commander(slot, Value::Batch(batch), slot_out, acceptors, now, out);
+        self.proposed_upto = self.proposed_upto.max(window.slot_out);
+        let end = window.slot_out + window.window_slots;
+        while self.proposed_upto < end {
+            let slot = self.proposed_upto;
+            let epoch = window.membership.for_slot(slot).epoch;
+            if !self.unprepared && !self.prepared.contains(&epoch) {
+                if self.scout.is_none() {
+                    self.start_scout(slot, window, now, out);
+                }
+                return;
+            }
+            let value = if is_decided(slot) {
+                self.reproposals.remove(&slot);
+                None
+            } else if slot < self.fill_upto {
+                Some(self.reproposals.remove(&slot).map_or(Value::Noop, |r| r.value))
+            } else if let Some(next) = self.reconfiguration.take() {
+                self.reconfiguring_at = Some(slot);
+                Some(Value::Reconfigure(next))
+            } else if !self.queue.is_empty() && !self.paused {
+                let take = self.queue.len().min(window.batch_commands_max);
+                let batch: Vec<_> = self.queue.drain(..take).collect();
+                self.batches_proposed += 1;
+                self.commands_proposed += batch.len() as u64;
+                Some(Value::Batch(batch))
+            } else {
+                return;
+            };
+            self.proposed_upto += 1;
+            if let Some(value) = value {
+                self.spawn_commander(slot, value, window, now, out);
+            }
         }
     }
 
-    /// Closes slots below `accepted_upto` that an acceptor reports a vote in but this
-    /// leader never proposed: a vote cast for an earlier ballot by an acceptor outside
-    /// our phase-1 quorum. Such a slot was not chosen (our phase-1 quorum saw nothing in
-    /// it, since every slot from `next_slot` on was empty there), but left open it keeps
-    /// the log's horizon ahead of its decided prefix forever when no commands come, and a
-    /// node recovering from lost storage waits for that horizon (`recovery`). A no-op
-    /// under our ballot is safe for the same reason as the gap-filling no-ops of `adopt`.
-    /// Bounded by the window.
-    #[allow(clippy::too_many_arguments)]
-    pub fn close_orphans(
-        &mut self,
-        accepted_upto: Slot,
-        slot_out: Slot,
-        window_slots: u64,
-        acceptors: &Acceptors,
-        now: Time,
-        out: &mut Vec<Envelope<C>>,
-    ) {
-        if !self.active {
-            return;
-        }
-        self.next_slot = self.next_slot.max(slot_out);
-        let end = accepted_upto.min(slot_out + window_slots);
-        while self.next_slot < end {
-            let slot = self.next_slot;
-            self.next_slot += 1;
-            self.spawn_commander(slot, Value::Noop, slot_out, acceptors, now, out);
+    /// Slots below `slot` must be closed even without client commands: an acceptor
+    /// reports a vote there that this leader never proposed (cast for an earlier ballot by
+    /// an acceptor outside our phase-1 quorum, so not chosen: left open it would hold the
+    /// log's horizon, which a recovering node waits for), or a configuration change must
+    /// come into effect (`membership`). No-ops fill them, within the window, as the holes
+    /// of phase 1 are filled.
+    pub fn fill_to(&mut self, slot: Slot) {
+        if self.active {
+            self.fill_upto = self.fill_upto.max(slot);
         }
     }
 
@@ -317,13 +399,15 @@ impl<C: Payload> Leader<C> {
     /// A slot was decided (by us or a leader before us): its commander is done.
     pub fn on_decided(&mut self, slot: Slot) {
         self.commanders.remove(&slot);
-        if self.active && slot >= self.next_slot {
-            self.next_slot = slot + 1;
+        self.reproposals.remove(&slot);
+        if self.reconfiguring_at == Some(slot) {
+            self.reconfiguring_at = None;
         }
     }
 
     /// Resends Prepare and Accept to acceptors that have not answered for `retransmit_us`
-    /// (turning fair-loss links into stubborn ones: Cachin et al., §2.4.3). `decided_upto` rides along.
+    /// (turning fair-loss links into stubborn ones: Cachin et al., §2.4.3). `decided_upto`
+    /// rides along.
     pub fn retransmit(
         &mut self,
         now: Time,

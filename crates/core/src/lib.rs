@@ -22,6 +22,7 @@ pub mod commander;
 pub mod effects;
 pub mod election;
 pub mod leader;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod options;
@@ -37,8 +38,9 @@ pub mod wire;
 pub use effects::{
     DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record, Rejection, ReleaseMode, Released,
 };
+pub use membership::{Membership, ALPHA};
 pub use message::{Heartbeat, Message};
-pub use node::{Node, PeerView, Refusal, Refusals, Status};
+pub use node::{Change, ChangeError, Node, PeerView, Refusal, Refusals, Status};
 pub use options::{Options, OptionsError, PlantedBugs};
 pub use recovery::RecoveryView;
 pub use snapshot::Snapshot;

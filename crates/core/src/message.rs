@@ -58,6 +58,11 @@ pub enum Message<C> {
         round: u64,
         status: Heartbeat,
     },
+    /// The leader asks a caught-up voter to take the leadership over at once (Raft's
+    /// TimeoutNow, Ongaro's thesis §3.10). `ballot` is the leader's.
+    TimeoutNow {
+        ballot: Ballot,
+    },
     /// A Requester hands client commands to the node it believes leads.
     Forward {
         commands: Vec<Command<C>>,
@@ -132,6 +137,7 @@ impl<C> Message<C> {
             Message::Decision { .. } => "decision",
             Message::HeartbeatRequest { .. } => "heartbeat-request",
             Message::HeartbeatReply { .. } => "heartbeat-reply",
+            Message::TimeoutNow { .. } => "timeout-now",
             Message::Forward { .. } => "forward",
             Message::CatchUp { .. } => "catch-up",
             Message::Decisions { .. } => "decisions",

@@ -15,7 +15,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::acceptor::Acceptor;
 use crate::effects::{DurableState, Envelope, LogEntry, Output, Persisted, Ready, Record};
 use crate::election::{Election, ElectionEvent};
-use crate::leader::{Acceptors, Leader, LeaderEvent, Promise};
+use crate::leader::{Leader, LeaderEvent, Promise, Window};
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::options::{Options, PlantedBugs};
 use crate::recovery::{Recovery, RecoveryView};
@@ -28,10 +29,12 @@ use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, V
 mod identity;
 mod invariants;
 mod lease;
+mod reconfigure;
 mod state_transfer;
 mod validate;
 
 use lease::{LeaseGrant, LeaseRound};
+pub use reconfigure::{Change, ChangeError};
 pub use validate::{Refusal, Refusals};
 
 /// A snapshot of a node's view, for status pages and the simulator's checks.
@@ -79,6 +82,11 @@ pub struct Status {
     pub peers: Vec<PeerView>,
     /// Messages from peers refused since the node started (see `Refusal`).
     pub refusals: Refusals,
+    /// The epoch of the configuration in force, and of the newest decided.
+    pub epoch: u64,
+    pub latest_epoch: u64,
+    /// The leadership is being handed to this node (`Node::transfer_leadership`).
+    pub transferring_to: Option<NodeId>,
 }
 
 /// A peer as this node last heard it.
@@ -95,7 +103,6 @@ type Cmd<S> = <S as StateMachine>::Command;
 /// failure detector.
 pub struct Node<S: StateMachine> {
     id: NodeId,
-    configuration: Configuration,
     options: Options,
     bugs: PlantedBugs,
     rng: ChaCha8Rng,
@@ -127,6 +134,12 @@ pub struct Node<S: StateMachine> {
     damaged_pending: bool,
     /// Check the invariants after every input in a release build too (the simulator).
     invariants_always: bool,
+    /// A leadership transfer under way (`reconfigure.rs`), and a heartbeat round to run
+    /// at once (this node was asked to take over).
+    leadership_transfer: Option<reconfigure::Transfer>,
+    force_round: bool,
+    /// The epochs of the configuration in force and of the newest, as last acted on.
+    epochs_seen: (u64, u64),
     next_tick: Time,
     /// When this node last asked a peer for missed decisions (once per round at most).
     catch_up_sent_at: Option<Time>,
@@ -178,10 +191,9 @@ impl<S: StateMachine> Node<S> {
         seed: u64,
         now: Time,
     ) -> Self {
-        assert!(configuration.contains(id), "{id} is not a member of {configuration:?}");
         options.validate().expect("invalid options");
         let mut acceptor = Acceptor::new(durable.promised);
-        let mut replica = Replica::new(state_machine, options.sessions_max);
+        let mut replica = Replica::new(state_machine, options.sessions_max, Membership::new(configuration));
         let served = durable.snapshot.as_ref().map(|snapshot| {
             if let Err(error) = replica.install(snapshot) {
                 // The checkpoint passed its checksum, so this is a bug, not a fault.
@@ -201,10 +213,11 @@ impl<S: StateMachine> Node<S> {
         let mut applied = Vec::new();
         replica.apply_decided(&mut applied);
         acceptor.forget_below(replica.slot_out());
+        let (voters, members) = in_force(replica.membership(), replica.slot_out());
         let election = Election::new(
             id,
-            &configuration.members,
-            configuration.quorum(),
+            &voters,
+            &members,
             options.heartbeat_ms,
             options.election_timeout_ms,
             options.backoff_max_ms,
@@ -217,7 +230,6 @@ impl<S: StateMachine> Node<S> {
             id,
             leader: Leader::new(options.requests_pending_max),
             requester: Requester::new(options.requests_pending_max),
-            configuration,
             bugs: PlantedBugs::default(),
             rng,
             acceptor,
@@ -236,6 +248,9 @@ impl<S: StateMachine> Node<S> {
             suspects: BTreeSet::new(),
             damaged_pending: false,
             invariants_always: false,
+            leadership_transfer: None,
+            force_round: false,
+            epochs_seen: (0, 0),
             next_tick: now,
             catch_up_sent_at: None,
             lease_grant: LeaseGrant { holder: None, until: now.plus_millis(options.lease_ms) },
@@ -266,8 +281,10 @@ impl<S: StateMachine> Node<S> {
     /// damage marker must stay until a `Ready` with `repaired` set is durable, so that a
     /// crash meanwhile recovers again.
     pub fn recover_from_peers(&mut self) {
-        self.recovery = Some(Recovery::new(self.id, &self.configuration.members));
+        let voters = self.replica.membership().for_slot(self.replica.slot_out()).voters.clone();
+        self.recovery = Some(Recovery::new(self.id, &voters));
         self.election.set_may_lead(false);
+        self.check_recovered(); // The only voter has no one to wait for.
     }
 
     /// Messages from peers refused so far (see `Refusal`).
@@ -333,6 +350,9 @@ impl<S: StateMachine> Node<S> {
             snapshots_installed: self.snapshots_installed,
             peers: Vec::new(),
             refusals: self.refusals.clone(),
+            epoch: self.configuration().epoch,
+            latest_epoch: self.latest_configuration().epoch,
+            transferring_to: self.leadership_transfer.map(|t| t.to),
         }
     }
 
@@ -430,8 +450,13 @@ impl<S: StateMachine> Node<S> {
         self.last_now = now;
         // Tick at half a heartbeat: fine enough for rounds, retransmission and retries.
         self.next_tick = now.plus_micros(self.options.heartbeat_ms * 500);
-        if now >= self.election.next_round_at() {
+        if now >= self.election.next_round_at() || std::mem::take(&mut self.force_round) {
             self.on_heartbeat_round(now);
+        }
+        if self.leadership_transfer.is_some_and(|t| now >= t.until || !self.leader.is_active()) {
+            // The target did not take over in time (or we lost the leadership anyway).
+            self.leadership_transfer = None;
+            self.leader.pause(false);
         }
         let retransmit_us = self.options.retransmit_ms * 1000;
         let mut out = std::mem::take(&mut self.outbox);
@@ -477,17 +502,16 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    fn broadcast(&mut self, message: Message<Cmd<S>>) {
-        for to in self.configuration.members.clone() {
-            self.send(to, message.clone());
+    /// Tells every member of the configurations in force, voters and learners, and this
+    /// node's own replica, that `slot` decided `value`.
+    fn broadcast_decision(&mut self, slot: Slot, value: Value<Cmd<S>>) {
+        let (_, mut members) = in_force(self.replica.membership(), self.replica.slot_out());
+        if !members.contains(&self.id) {
+            members.push(self.id);
         }
-    }
-
-    fn acceptors(&self) -> Acceptors {
-        let members = self.configuration.members.clone();
-        let quorum =
-            if self.bugs.small_quorum { (members.len() / 2).max(1) } else { self.configuration.quorum() };
-        Acceptors { members, quorum }
+        for to in members {
+            self.send(to, Message::Decision { slot, value: value.clone() });
+        }
     }
 
     fn step(&mut self, now: Time, from: NodeId, message: Message<Cmd<S>>) {
@@ -497,13 +521,12 @@ impl<S: StateMachine> Node<S> {
                 // A replaced directory's vote (see `node/identity.rs`).
             }
             Message::Promise { ballot, decided_upto, accepted, decided } => {
-                let acceptors = self.acceptors();
-                let mut out = Vec::new();
                 let promise = Promise { from, ballot, decided_upto, accepted, decided };
-                let slot_out = self.replica.slot_out();
-                let event = self.leader.on_promise(promise, slot_out, &acceptors, now, &mut out);
-                self.send_all(out);
+                let window = window_of(&self.replica, &self.options, &self.bugs);
+                let event = self.leader.on_promise(promise, &window);
                 self.on_leader_event(now, event);
+                // The adopted values (and, once active, the commands) go out in the window.
+                self.propose_pending = true;
             }
             Message::Accept { pvalue, decided_upto } => self.on_accept(now, from, pvalue, decided_upto),
             Message::Accepted { ballot, slot } => {
@@ -535,19 +558,13 @@ impl<S: StateMachine> Node<S> {
                 self.on_recovery_report(from, round, &status);
                 self.maybe_catch_up(now, from, status.decided_upto);
                 if status.accepted_upto > self.leader.next_slot() && self.leader.is_active() {
-                    let (acceptors, mut out) = (self.acceptors(), Vec::new());
-                    let (slot_out, window) = (self.replica.slot_out(), self.options.window_slots);
-                    self.leader.close_orphans(
-                        status.accepted_upto,
-                        slot_out,
-                        window,
-                        &acceptors,
-                        now,
-                        &mut out,
-                    );
-                    self.send_all(out);
+                    // An orphan vote beyond our proposals: close its slot (`Leader::fill_to`).
+                    let end = self.replica.slot_out() + self.options.window_slots;
+                    self.leader.fill_to(status.accepted_upto.min(end));
+                    self.propose_pending = true;
                 }
             }
+            Message::TimeoutNow { .. } => self.on_timeout_now(now, from),
             Message::Forward { commands } => {
                 for command in commands {
                     // A full queue or a lost leadership drops the command; its requester resends.
@@ -661,6 +678,11 @@ impl<S: StateMachine> Node<S> {
     fn apply_and_answer(&mut self) {
         let mut applied = Vec::new();
         self.replica.apply_decided(&mut applied);
+        let epochs = self.membership_epochs();
+        if epochs != self.epochs_seen {
+            self.epochs_seen = epochs;
+            self.on_membership_changed();
+        }
         self.acceptor.forget_below(self.replica.slot_out());
         for AppliedCommand { slot, client_id, seq, digest, result } in applied {
             if self.requester.complete(client_id, seq, digest) {
@@ -687,7 +709,7 @@ impl<S: StateMachine> Node<S> {
                 self.requester.reset();
                 self.dispatch_requests(now, 0);
             }
-            LeaderEvent::Decided { slot, value } => self.broadcast(Message::Decision { slot, value }),
+            LeaderEvent::Decided { slot, value } => self.broadcast_decision(slot, value),
             LeaderEvent::Preempted(promised) => {
                 self.election.on_preempted(now, promised, &mut self.rng);
             }
@@ -706,13 +728,12 @@ impl<S: StateMachine> Node<S> {
             ElectionEvent::StepDown => self.leader.step_down(),
             ElectionEvent::TakeOver(ballot) => {
                 self.elections_started += 1;
-                let from_slot = self.replica.slot_out();
                 if self.bugs.stale_ballot && self.leader.led_before() {
-                    self.leader.start_without_phase1(ballot, from_slot);
+                    self.leader.start_without_phase1(ballot, self.replica.slot_out());
                 } else {
-                    let acceptors = self.acceptors();
+                    let window = window_of(&self.replica, &self.options, &self.bugs);
                     let mut out = Vec::new();
-                    self.leader.start(ballot, from_slot, &acceptors, now, &mut out);
+                    self.leader.start(ballot, &window, now, &mut out);
                     self.send_all(out);
                 }
             }
@@ -762,16 +783,38 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn propose(&mut self, now: Time) {
-        let acceptors = self.acceptors();
+        let window = window_of(&self.replica, &self.options, &self.bugs);
         let mut out = Vec::new();
-        self.leader.propose(
-            self.replica.slot_out(),
-            self.options.window_slots,
-            self.options.batch_commands_max,
-            &acceptors,
-            now,
-            &mut out,
-        );
+        let replica = &self.replica;
+        self.leader.propose(&window, |slot| replica.is_decided(slot), now, &mut out);
         self.send_all(out);
+    }
+}
+
+/// The voters of the configuration that governs `slot_out`, and every member (voter or
+/// learner) of the configurations in force from there on: whom the election counts, and
+/// whom it asks.
+fn in_force(membership: &Membership, slot_out: Slot) -> (Vec<NodeId>, Vec<NodeId>) {
+    let voters = membership.for_slot(slot_out).voters.clone();
+    // The membership holds only the configurations that govern `slot_out` and later.
+    let mut members: Vec<NodeId> =
+        membership.configs().flat_map(|(_, c)| c.members().collect::<Vec<_>>()).collect();
+    members.sort();
+    members.dedup();
+    (voters, members)
+}
+
+/// What the leader proposes within (see `leader::Window`).
+fn window_of<'a, S: StateMachine>(
+    replica: &'a Replica<S>,
+    options: &Options,
+    bugs: &PlantedBugs,
+) -> Window<'a> {
+    Window {
+        slot_out: replica.slot_out(),
+        window_slots: options.window_slots,
+        batch_commands_max: options.batch_commands_max,
+        membership: replica.membership(),
+        small_quorum: bugs.small_quorum,
     }
 }

@@ -102,6 +102,7 @@ impl Options {
                 self.window_slots == 0 || self.batch_commands_max == 0 || self.catchup_batch_max == 0,
                 BatchBoundZero,
             ),
+            (self.window_slots > crate::membership::ALPHA, WindowAboveAlpha),
             (self.lease_ms >= self.election_timeout_ms, LeaseNotBelowElectionTimeout),
             (self.clock_drift_bound_ppm >= 500_000, DriftBoundTooLarge),
             (self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > 8 << 20, SnapshotChunkOutOfRange),
@@ -120,6 +121,8 @@ pub enum OptionsError {
     HeartbeatZero,
     ElectionTimeoutTooShort,
     BatchBoundZero,
+    /// A leader must know the configuration of every slot it proposes in (`membership`).
+    WindowAboveAlpha,
     LeaseNotBelowElectionTimeout,
     DriftBoundTooLarge,
     SnapshotChunkOutOfRange,
@@ -136,6 +139,7 @@ impl std::fmt::Display for OptionsError {
             OptionsError::BatchBoundZero => {
                 "window_slots, batch_commands_max and catchup_batch_max must be positive"
             }
+            OptionsError::WindowAboveAlpha => "window_slots must be at most membership::ALPHA (256)",
             OptionsError::LeaseNotBelowElectionTimeout => "lease_ms must be below election_timeout_ms",
             OptionsError::DriftBoundTooLarge => "clock_drift_bound_ppm must be below 500000 (50%)",
             OptionsError::SnapshotChunkOutOfRange => {

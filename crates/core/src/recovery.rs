@@ -59,8 +59,25 @@ pub(crate) struct Recovery {
 
 impl Recovery {
     pub(crate) fn new(id: NodeId, members: &[NodeId]) -> Recovery {
-        let others = members.iter().copied().filter(|&m| m != id).collect();
-        Recovery { others, reports: BTreeMap::new(), target: None }
+        let mut recovery = Recovery { others: Vec::new(), reports: BTreeMap::new(), target: None };
+        recovery.reconfigure(id, members);
+        recovery
+    }
+
+    /// The configuration in force changed before recovery completed: every other voter of
+    /// the new one must have reported since the restart (the reports of those still in it
+    /// count), and the target is taken again over them, so that a leader of the new
+    /// configuration that may hold a promise we forgot is heard as well.
+    pub(crate) fn reconfigure(&mut self, id: NodeId, voters: &[NodeId]) {
+        let others: Vec<NodeId> = voters.iter().copied().filter(|&v| v != id).collect();
+        if others == self.others && (self.target.is_some() || !others.is_empty()) {
+            return;
+        }
+        self.others = others;
+        self.reports.retain(|from, _| voters.contains(from));
+        // The only voter has no one to ask: whatever it promised, it promised itself, in
+        // an incarnation that is gone.
+        self.target = self.others.is_empty().then_some((Ballot::ZERO, 0));
     }
 
     /// A heartbeat reply from `from`. Returns the ballot to promise the first time every

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::effects::Rejection;
+use crate::membership::Membership;
 use crate::snapshot::Snapshot;
 use crate::state_machine::{Fnv64, SnapshotError, StateMachine};
 use crate::types::{ClientId, Command, Slot, Value, EPHEMERAL_CLIENT_BIT};
@@ -255,6 +256,9 @@ pub struct Replica<S: StateMachine> {
     /// them gets a snapshot instead.
     compacted_upto: Slot,
     sessions: Sessions<S::Output>,
+    /// The configurations from `slot_out` on: a decided `Reconfigure` is applied here, in
+    /// slot order, like a command (PMMC §3.4; see `membership`).
+    membership: Membership,
 }
 
 /// What a replica made of a decision (see [`Replica::on_decision`]).
@@ -266,14 +270,20 @@ pub enum Learned<C> {
 }
 
 impl<S: StateMachine> Replica<S> {
-    pub fn new(state_machine: S, sessions_max: usize) -> Self {
+    pub fn new(state_machine: S, sessions_max: usize, membership: Membership) -> Self {
         Replica {
             state_machine,
             decisions: BTreeMap::new(),
             slot_out: 0,
             compacted_upto: 0,
             sessions: Sessions::new(sessions_max),
+            membership,
         }
+    }
+
+    /// The configurations that govern slots from the applied prefix on.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     pub fn state_machine(&self) -> &S {
@@ -309,10 +319,15 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Applies every decided slot from `slot_out` on, in order (PMMC's `perform`).
-    pub fn apply_decided(&mut self, applied: &mut Vec<AppliedCommand<S::Output>>) {
+    /// Applies every decided slot from `slot_out` on, in order (PMMC's `perform`). Returns
+    /// whether a configuration change was among them.
+    pub fn apply_decided(&mut self, applied: &mut Vec<AppliedCommand<S::Output>>) -> bool {
+        let mut reconfigured = false;
         while let Some(value) = self.decisions.get(&self.slot_out) {
             let slot = self.slot_out;
+            if let Value::Reconfigure(next) = value {
+                reconfigured |= self.membership.on_applied(slot, next);
+            }
             for command in value.commands() {
                 let state_machine = &mut self.state_machine;
                 let digest = command_digest(&command.op);
@@ -328,6 +343,8 @@ impl<S: StateMachine> Replica<S> {
             }
             self.slot_out += 1;
         }
+        self.membership.forget_before(self.slot_out);
+        reconfigured
     }
 
     /// Decisions at or above `from` that arrived ahead of the applied prefix: what this
@@ -348,6 +365,7 @@ impl<S: StateMachine> Replica<S> {
             last_slot: self.slot_out - 1,
             state: self.state_machine.snapshot(),
             sessions: self.sessions.encode(),
+            membership: self.membership.clone(),
         }
     }
 
@@ -371,6 +389,7 @@ impl<S: StateMachine> Replica<S> {
         sessions.restore(&snapshot.sessions)?;
         self.state_machine.restore(&snapshot.state)?;
         self.sessions = sessions;
+        self.membership = snapshot.membership.clone();
         self.slot_out = snapshot.slot_out();
         self.decisions = self.decisions.split_off(&self.slot_out);
         self.compacted_upto = self.slot_out;
@@ -393,6 +412,11 @@ impl<S: StateMachine> Replica<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{Configuration, NodeId};
+
+    fn test_membership() -> Membership {
+        Membership::new(Configuration::new(vec![NodeId(1)]))
+    }
     use crate::apps::kv::{KvCommand, KvOutput, KvStore};
 
     fn put(client_id: ClientId, seq: u64, key: &str) -> Command<KvCommand> {
@@ -401,7 +425,7 @@ mod tests {
 
     #[test]
     fn replica_applies_decisions_in_slot_order_only() {
-        let mut replica = Replica::new(KvStore::default(), 100);
+        let mut replica = Replica::new(KvStore::default(), 100, test_membership());
         let mut applied = Vec::new();
         replica.on_decision(1, Value::Batch(vec![put(1, 1, "b")]));
         replica.apply_decided(&mut applied);
@@ -414,7 +438,7 @@ mod tests {
 
     #[test]
     fn retried_command_is_applied_once_and_gets_the_cached_reply() {
-        let mut replica = Replica::new(KvStore::default(), 100);
+        let mut replica = Replica::new(KvStore::default(), 100, test_membership());
         let mut applied = Vec::new();
         replica.on_decision(0, Value::Batch(vec![put(7, 1, "a")]));
         replica.on_decision(1, Value::Batch(vec![put(7, 1, "a")]));
@@ -490,7 +514,7 @@ mod tests {
 
     #[test]
     fn same_pair_same_command_gets_the_cached_reply_and_applies_once() {
-        let mut replica = Replica::new(KvStore::default(), 100);
+        let mut replica = Replica::new(KvStore::default(), 100, test_membership());
         let results = apply_all(
             &mut replica,
             vec![
@@ -511,7 +535,7 @@ mod tests {
 
     #[test]
     fn same_pair_different_command_is_a_conflict_and_changes_nothing() {
-        let mut replica = Replica::new(KvStore::default(), 100);
+        let mut replica = Replica::new(KvStore::default(), 100, test_membership());
         let first = apply_all(&mut replica, vec![kv(99, 1, put_value("r1", "first"))]);
         let before = replica.state_machine().state_hash();
         let results = apply_all(
@@ -535,10 +559,10 @@ mod tests {
 
     #[test]
     fn session_digests_survive_a_snapshot_round_trip() {
-        let mut replica = Replica::new(KvStore::default(), 100);
+        let mut replica = Replica::new(KvStore::default(), 100, test_membership());
         let first = apply_all(&mut replica, vec![kv(99, 1, put_value("r1", "first"))]);
         let bytes = replica.snapshot().encode();
-        let mut restored = Replica::new(KvStore::default(), 100);
+        let mut restored = Replica::new(KvStore::default(), 100, test_membership());
         restored.install(&Snapshot::decode(&bytes).unwrap()).unwrap();
         assert_eq!(restored.sessions().encode(), replica.sessions().encode());
         let before = restored.state_machine().state_hash();

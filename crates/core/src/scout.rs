@@ -9,13 +9,31 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::types::{Ballot, NodeId, PValue, Slot, Time, Value};
 
+/// How strongly a value was reported for a slot: a vote under some ballot, or a decision
+/// (the strongest: no other value can be chosen there). Ordered by strength.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    Accepted(Ballot),
+    Decided,
+}
+
+/// A value phase 1 reported for a slot, and how strongly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reported<C> {
+    pub rank: Rank,
+    pub value: Value<C>,
+}
+
 /// What a finished phase 1 hands the leader.
 #[derive(Debug)]
 pub struct Adopted<C> {
     pub ballot: Ballot,
-    /// For every slot some promiser reported: the value to propose again — a value a
-    /// promiser knows decided, otherwise the pvalue with the highest ballot (pmax, §3).
-    pub proposals: BTreeMap<Slot, Value<C>>,
+    /// The epoch of the configuration whose voters promised.
+    pub epoch: u64,
+    /// For every slot from `from_slot` on that some promiser reported: the value to propose
+    /// again — a value a promiser knows decided, otherwise the pvalue with the highest
+    /// ballot (pmax, §3).
+    pub proposals: BTreeMap<Slot, Reported<C>>,
     /// Every slot below this is decided at some promiser; the leader proposes nothing
     /// there and learns those slots by catch-up from `ahead`.
     pub decided_upto: Slot,
@@ -34,6 +52,8 @@ pub enum ScoutEvent<C> {
 pub struct Scout<C> {
     pub ballot: Ballot,
     pub from_slot: Slot,
+    /// The configuration whose voters this scout asks.
+    pub epoch: u64,
     quorum: usize,
     /// Acceptors that have not promised yet.
     waitfor: BTreeSet<NodeId>,
@@ -46,11 +66,19 @@ pub struct Scout<C> {
 }
 
 impl<C: Clone> Scout<C> {
-    pub fn new(ballot: Ballot, from_slot: Slot, acceptors: &[NodeId], quorum: usize, now: Time) -> Self {
+    pub fn new(
+        ballot: Ballot,
+        from_slot: Slot,
+        epoch: u64,
+        acceptors: &[NodeId],
+        quorum: usize,
+        now: Time,
+    ) -> Self {
         assert!(quorum >= 1 && quorum <= acceptors.len());
         Scout {
             ballot,
             from_slot,
+            epoch,
             quorum,
             waitfor: acceptors.iter().copied().collect(),
             promised: 0,
@@ -100,14 +128,21 @@ impl<C: Clone> Scout<C> {
         if self.promised < self.quorum {
             return ScoutEvent::Waiting;
         }
-        let mut proposals: BTreeMap<Slot, Value<C>> = std::mem::take(&mut self.pvalues)
+        let mut proposals: BTreeMap<Slot, Reported<C>> = std::mem::take(&mut self.pvalues)
             .into_iter()
-            .map(|(slot, pvalue)| (slot, pvalue.value))
+            .map(|(slot, pvalue)| {
+                (slot, Reported { rank: Rank::Accepted(pvalue.ballot), value: pvalue.value })
+            })
             .collect();
-        proposals.extend(std::mem::take(&mut self.decided));
-        let proposals = proposals.split_off(&self.decided_upto);
+        proposals.extend(
+            std::mem::take(&mut self.decided)
+                .into_iter()
+                .map(|(slot, value)| (slot, Reported { rank: Rank::Decided, value })),
+        );
+        let proposals = proposals.split_off(&self.decided_upto.max(self.from_slot));
         ScoutEvent::Adopted(Adopted {
             ballot: self.ballot,
+            epoch: self.epoch,
             proposals,
             decided_upto: self.decided_upto,
             ahead: self.ahead,
@@ -126,7 +161,7 @@ mod tests {
 
     #[test]
     fn scout_adopts_after_a_majority_of_promises() {
-        let mut scout = Scout::<u32>::new(b(2, 1), 0, &NODES, 2, Time(0));
+        let mut scout = Scout::<u32>::new(b(2, 1), 0, 1, &NODES, 2, Time(0));
         assert!(matches!(scout.on_promise(NodeId(1), 0, vec![], vec![]), ScoutEvent::Waiting));
         assert!(matches!(scout.on_promise(NodeId(1), 0, vec![], vec![]), ScoutEvent::Waiting));
         assert!(matches!(scout.on_promise(NodeId(2), 0, vec![], vec![]), ScoutEvent::Adopted(_)));
@@ -134,19 +169,19 @@ mod tests {
 
     #[test]
     fn scout_proposes_the_pvalue_with_the_highest_ballot_per_slot() {
-        let mut scout = Scout::<u32>::new(b(3, 1), 0, &NODES, 2, Time(0));
+        let mut scout = Scout::<u32>::new(b(3, 1), 0, 1, &NODES, 2, Time(0));
         let low = PValue { ballot: b(1, 2), slot: 4, value: Value::Noop };
         let high = PValue { ballot: b(2, 3), slot: 4, value: Value::Batch(vec![]) };
         let _ = scout.on_promise(NodeId(2), 0, vec![high.clone()], vec![]);
         let ScoutEvent::Adopted(adopted) = scout.on_promise(NodeId(3), 0, vec![low], vec![]) else {
             panic!("expected adoption")
         };
-        assert_eq!(adopted.proposals.get(&4), Some(&high.value));
+        assert_eq!(adopted.proposals.get(&4).map(|r| &r.value), Some(&high.value));
     }
 
     #[test]
     fn scout_prefers_a_decided_value_and_skips_the_decided_prefix() {
-        let mut scout = Scout::<u32>::new(b(3, 1), 0, &NODES, 2, Time(0));
+        let mut scout = Scout::<u32>::new(b(3, 1), 0, 1, &NODES, 2, Time(0));
         let accepted = PValue { ballot: b(2, 3), slot: 9, value: Value::Noop };
         let _ = scout.on_promise(NodeId(2), 5, vec![accepted], vec![(9, Value::Batch(vec![]))]);
         let ScoutEvent::Adopted(adopted) = scout.on_promise(
@@ -160,6 +195,6 @@ mod tests {
         assert_eq!(adopted.decided_upto, 5);
         assert_eq!(adopted.ahead, Some(NodeId(2)));
         assert_eq!(adopted.proposals.keys().copied().collect::<Vec<_>>(), vec![9]);
-        assert_eq!(adopted.proposals[&9], Value::Batch(vec![]));
+        assert_eq!(adopted.proposals[&9], Reported { rank: Rank::Decided, value: Value::Batch(vec![]) });
     }
 }

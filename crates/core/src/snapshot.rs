@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::membership::Membership;
 use crate::types::{NodeId, Slot, Time};
 
 /// A state machine and its client sessions as of `last_slot` (inclusive). It holds
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub state: Vec<u8>,
     /// The replica's exactly-once session table (`Sessions::encode`).
     pub sessions: Vec<u8>,
+    /// The configurations that govern the slots after `last_slot` (`membership`).
+    pub membership: Membership,
 }
 
 impl Snapshot {
@@ -172,8 +175,17 @@ impl Transfer {
 mod tests {
     use super::*;
 
+    fn one() -> Membership {
+        Membership::new(crate::types::Configuration::new(vec![NodeId(1)]))
+    }
+
     fn served() -> Served {
-        Served::new(&Snapshot { last_slot: 41, state: vec![7; 1000], sessions: vec![1, 2, 3] })
+        Served::new(&Snapshot {
+            last_slot: 41,
+            state: vec![7; 1000],
+            sessions: vec![1, 2, 3],
+            membership: one(),
+        })
     }
 
     fn pull(served: &Served, transfer: &mut Transfer, chunk_bytes: usize) -> ChunkOutcome {
@@ -232,7 +244,12 @@ mod tests {
             ChunkOutcome::More(64)
         );
         // The sender checkpointed: our request at offset 64 is answered from its new snapshot.
-        let new = Served::new(&Snapshot { last_slot: 57, state: vec![9; 900], sessions: vec![] });
+        let new = Served::new(&Snapshot {
+            last_slot: 57,
+            state: vec![9; 900],
+            sessions: vec![],
+            membership: one(),
+        });
         let chunk = new.chunk(64, 64).unwrap();
         let total = new.bytes.len() as u64;
         let outcome = transfer.on_chunk(NodeId(2), 57, total, new.checksum, 64, chunk, 1 << 20, Time(0));

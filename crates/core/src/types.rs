@@ -1,6 +1,7 @@
 //! The vocabulary of the protocol: ballots, slots, commands and the values decided in
 //! slots. Names follow "Paxos Made Moderately Complex" (van Renesse & Altinbuken, 2015).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -108,36 +109,78 @@ pub struct Command<C> {
     pub op: C,
 }
 
-/// The cluster's membership. The log is designed for reconfiguration (PMMC §3.4): a
-/// configuration decided in slot `s` takes effect at slot `s + window`, so a leader with
-/// `window` slots in flight never proposes under a configuration it has not seen.
-/// Membership changes themselves arrive with the membership issue; today every slot's
-/// configuration is the initial one.
+/// The most voters a configuration may have: quorums of nine are as large as a group
+/// should grow (more replicas belong in learners or in other groups).
+pub const VOTERS_MAX: usize = 9;
+
+/// One configuration of the group (PMMC §3.4): who votes, who only learns, and how to
+/// reach them. The log decides each new one (`Value::Reconfigure`); `membership` says which
+/// slots it governs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Configuration {
-    pub members: Vec<NodeId>,
+    /// 1 for the configuration a cluster starts with; each change adds one.
+    pub epoch: u64,
+    /// The acceptors, sorted: a majority of them is a quorum (1 to [`VOTERS_MAX`]).
+    pub voters: Vec<NodeId>,
+    /// Replicas that learn every decision and catch up, but never vote, sorted.
+    pub learners: Vec<NodeId>,
+    /// How to reach each member, opaque to the core: the server keeps a member's peer and
+    /// client addresses here, so that a new member's addresses travel with its admission.
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 impl Configuration {
-    pub fn new(mut members: Vec<NodeId>) -> Configuration {
-        members.sort();
-        members.dedup();
-        assert!(!members.is_empty(), "a configuration needs at least one member");
-        Configuration { members }
+    /// The first configuration of a cluster: `voters` and nothing else.
+    pub fn new(mut voters: Vec<NodeId>) -> Configuration {
+        voters.sort();
+        voters.dedup();
+        assert!(!voters.is_empty(), "a configuration needs at least one voter");
+        Configuration { epoch: 1, voters, learners: Vec::new(), addresses: BTreeMap::new() }
     }
 
-    /// The size of a majority quorum.
+    /// The same configuration with these addresses.
+    pub fn with_addresses(mut self, addresses: BTreeMap<NodeId, String>) -> Configuration {
+        self.addresses = addresses;
+        self
+    }
+
+    /// The size of a majority quorum of the voters.
     pub fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+        self.voters.len() / 2 + 1
     }
 
-    pub fn contains(&self, node: NodeId) -> bool {
-        self.members.contains(&node)
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        self.voters.binary_search(&node).is_ok()
+    }
+
+    pub fn is_learner(&self, node: NodeId) -> bool {
+        self.learners.binary_search(&node).is_ok()
+    }
+
+    /// A voter or a learner.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.is_voter(node) || self.is_learner(node)
+    }
+
+    /// Voters, then learners.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().chain(&self.learners).copied()
+    }
+
+    /// Well formed: voters and learners sorted, disjoint, without duplicates, 1 to
+    /// `VOTERS_MAX` voters, and a positive epoch.
+    pub fn is_well_formed(&self) -> bool {
+        let sorted = |ids: &[NodeId]| ids.windows(2).all(|w| w[0] < w[1]);
+        self.epoch > 0
+            && (1..=VOTERS_MAX).contains(&self.voters.len())
+            && sorted(&self.voters)
+            && sorted(&self.learners)
+            && !self.learners.iter().any(|l| self.is_voter(*l))
     }
 }
 
 /// What a slot decides: a batch of client commands, a no-op that fills a gap left by a
-/// previous leader (PMMC §3.3), or a new configuration (reserved for reconfiguration).
+/// previous leader (PMMC §3.3), or the next configuration (PMMC §3.4; see `membership`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value<C> {
     Noop,

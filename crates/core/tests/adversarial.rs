@@ -180,7 +180,12 @@ fn hostile_message(rng: &mut ChaCha8Rng) -> Message<Append> {
     let value = |rng: &mut ChaCha8Rng| match rng.gen_range(0..3) {
         0 => Value::Noop,
         1 => Value::Batch(vec![Command { client_id: rng.gen(), seq: rng.gen(), op: Append(rng.gen()) }]),
-        _ => Value::Reconfigure(Configuration { members: vec![NodeId(rng.gen())] }),
+        _ => Value::Reconfigure(Configuration {
+            epoch: rng.gen(),
+            voters: vec![NodeId(rng.gen())],
+            learners: vec![NodeId(rng.gen())],
+            addresses: Default::default(),
+        }),
     };
     let heartbeat = |rng: &mut ChaCha8Rng, number: &mut dyn FnMut(&mut ChaCha8Rng) -> u64| Heartbeat {
         ballot_max: ballot(rng, number),

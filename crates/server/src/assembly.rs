@@ -84,8 +84,7 @@ where
     let outbound = transport::start_outbound(id, parts.cluster_id, &peers, transport.clone());
     let stats = Arc::new(Mutex::new(DriverStats::default()));
     let (inputs, receiver) = mpsc::sync_channel::<Input<S>>(INPUT_QUEUE_MAX);
-    let driver = Driver::new(node, Box::new(opened.storage), outbound, started, stats.clone(), parts.reader)
-        .with_configuration(&configuration);
+    let driver = Driver::new(node, Box::new(opened.storage), outbound, started, stats.clone(), parts.reader);
     let protocol = std::thread::Builder::new()
         .name(parts.thread_name)
         .spawn(move || driver.run(receiver))

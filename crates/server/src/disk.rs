@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use synod_core::{DurableState, Payload, Snapshot};
+use synod_core::{Configuration, DurableState, Membership, NodeId, Payload, Snapshot};
 use synod_storage::{
     read_identity, write_identity, Checkpoint, CheckpointMeta, DirIdentity, FileStorage, StorageOptions,
 };
@@ -124,7 +124,11 @@ pub fn open<C: Payload>(dir: &Path, open_as: OpenAs) -> Result<Opened<C>, String
             .map_err(|e| format!("data directory {}: {e}", dir.display()))?;
     }
     let mut durable = recovered.state;
-    durable.snapshot = recovered.checkpoint.map(snapshot_of);
+    durable.snapshot = recovered
+        .checkpoint
+        .map(snapshot_of)
+        .transpose()
+        .map_err(|e| format!("data directory {}: {e}", dir.display()))?;
     tracing::info!(
         dir = %dir.display(),
         dir_id = format!("{dir_id:016x}"),
@@ -138,20 +142,35 @@ pub fn open<C: Payload>(dir: &Path, open_as: OpenAs) -> Result<Opened<C>, String
 }
 
 /// The core's snapshot in a checkpoint file: the state machine's bytes are the
-/// checkpoint's snapshot, the sessions ride in its metadata.
-pub fn snapshot_of(checkpoint: Checkpoint) -> Snapshot {
-    Snapshot {
+/// checkpoint's snapshot; the sessions and the membership ride in its metadata (a
+/// checkpoint written before configurations changed through the log holds the static
+/// member list there instead, read as the first configuration).
+pub fn snapshot_of(checkpoint: Checkpoint) -> Result<Snapshot, String> {
+    #[derive(serde::Deserialize)]
+    struct StaticMembers {
+        members: Vec<NodeId>,
+    }
+    let bytes = &checkpoint.meta.configuration;
+    let membership = match postcard::from_bytes::<Membership>(bytes) {
+        Ok(membership) => membership,
+        Err(error) => match postcard::from_bytes::<StaticMembers>(bytes) {
+            Ok(old) if !old.members.is_empty() => Membership::new(Configuration::new(old.members)),
+            _ => return Err(format!("the checkpoint's membership does not decode: {error}")),
+        },
+    };
+    Ok(Snapshot {
         last_slot: checkpoint.meta.last_slot,
         state: checkpoint.snapshot,
         sessions: checkpoint.meta.sessions,
-    }
+        membership,
+    })
 }
 
 /// The checkpoint metadata for a core snapshot.
-pub fn checkpoint_meta(snapshot: &Snapshot, configuration: &[u8]) -> CheckpointMeta {
+pub fn checkpoint_meta(snapshot: &Snapshot) -> CheckpointMeta {
     CheckpointMeta {
         last_slot: snapshot.last_slot,
-        configuration: configuration.to_vec(),
+        configuration: postcard::to_allocvec(&snapshot.membership).expect("a membership encodes"),
         sessions: snapshot.sessions.clone(),
     }
 }

@@ -81,8 +81,6 @@ pub struct Driver<S: StateMachine> {
     /// Lease reads waiting for the node to hand their token back (`Released::reads`).
     lease_reads: HashMap<u64, LeaseRead<S>>,
     next_read_token: u64,
-    /// The configuration as checkpoints record it.
-    configuration: Vec<u8>,
     /// Whether the node was recovering at the last turn (to log the change).
     was_recovering: bool,
     /// Messages the node refused so far (to log new refusals, rate-limited per sender).
@@ -99,6 +97,7 @@ impl<S: StateMachine> Driver<S> {
         stats: Arc<Mutex<DriverStats>>,
         reader: fn(&S, &S::Command) -> Option<S::Output>,
     ) -> Self {
+        let node_recovering = node.is_recovering();
         Driver {
             node,
             wal,
@@ -110,18 +109,10 @@ impl<S: StateMachine> Driver<S> {
             reads: Vec::new(),
             lease_reads: HashMap::new(),
             next_read_token: 0,
-            configuration: Vec::new(),
-            was_recovering: false,
+            was_recovering: node_recovering,
             refusals_logged: 0,
             refusal_warnings: WarnLimiter::new(WARN_WINDOW),
         }
-    }
-
-    /// Records `configuration` in every checkpoint this node writes.
-    pub fn with_configuration(mut self, configuration: &synod_core::Configuration) -> Self {
-        self.configuration = postcard::to_allocvec(configuration).expect("a configuration encodes");
-        self.was_recovering = self.node.is_recovering();
-        self
     }
 
     fn now(&self) -> Time {
@@ -229,7 +220,7 @@ impl<S: StateMachine> Driver<S> {
         if let Some(snapshot) = ready.checkpoint.take() {
             // Written before the release: what follows may rest on it (an installed
             // snapshot). The log before it is compacted by the storage.
-            let meta = crate::disk::checkpoint_meta(&snapshot, &self.configuration);
+            let meta = crate::disk::checkpoint_meta(&snapshot);
             match self.wal.checkpoint(&meta, &snapshot.state) {
                 Ok(info) => {
                     tracing::debug!(last_slot = info.last_slot, bytes = info.file_bytes, "checkpoint")

@@ -88,7 +88,12 @@ pub(crate) fn describe<C: std::fmt::Debug>(value: &Value<C>) -> String {
             let ids: Vec<String> = commands.iter().map(|c| format!("{}:{}", c.client_id, c.seq)).collect();
             format!("batch[{}]", ids.join(","))
         }
-        Value::Reconfigure(configuration) => format!("reconfigure{:?}", configuration.members),
+        Value::Reconfigure(configuration) => {
+            format!(
+                "reconfigure(epoch {} voters {:?} learners {:?})",
+                configuration.epoch, configuration.voters, configuration.learners
+            )
+        }
     };
     if text.len() > 200 {
         format!("{}…", &text[..200])

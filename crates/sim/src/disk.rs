@@ -366,7 +366,9 @@ mod tests {
     }
 
     fn checkpoint(last_slot: u64) -> Snapshot {
-        Snapshot { last_slot, state: vec![1, 2, 3], sessions: vec![] }
+        let membership =
+            synod_core::Membership::new(synod_core::Configuration::new(vec![synod_core::NodeId(1)]));
+        Snapshot { last_slot, state: vec![1, 2, 3], sessions: vec![], membership }
     }
 
     #[test]

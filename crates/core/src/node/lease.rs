@@ -121,16 +121,23 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// As leader: a peer granted (or not) a lease in answer to our round `round`. Once a
-    /// majority granted one for the current round, our own acceptor included, the lease
-    /// extends to the round's start plus `lease_leader_us`.
+    /// majority of the voters of every configuration in force granted one for the current
+    /// round (two while a change is on its way: another leader could decide in the slots of
+    /// either), our own acceptor included, the lease extends to the round's start plus
+    /// `lease_leader_us`.
     pub(super) fn count_lease_vote(&mut self, from: NodeId, round: u64, status: &Heartbeat) {
         let ballot = self.leader.ballot();
         let ours = self.leader.is_active() && status.leader == Some(ballot) && !self.is_suspect(from);
-        if !(ours && status.lease && round == self.lease_round.round) {
+        if !(ours && status.lease && round == self.lease_round.round) || self.leadership_transfer.is_some() {
             return;
         }
         self.lease_votes.insert(from);
-        if self.lease_votes.len() + 1 < self.configuration.quorum() {
+        let (id, votes) = (self.id, &self.lease_votes);
+        let majority_of_each = self.replica.membership().configs().all(|(_, config)| {
+            let granted = votes.iter().filter(|v| config.is_voter(**v)).count();
+            granted + usize::from(config.is_voter(id)) >= config.quorum()
+        });
+        if !majority_of_each {
             return;
         }
         // Our own acceptor is one of the majority: it must refuse other leaders as long.

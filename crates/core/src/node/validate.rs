@@ -19,7 +19,7 @@ use crate::types::{Ballot, NodeId, PValue, Slot, SLOT_MAX};
 /// Why a message from a peer was refused. Each refusal leaves the node's state as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Refusal {
-    /// The sender is not a member of the configuration, or claims to be this node.
+    /// The sender is a member of no configuration in force, or claims to be this node.
     NotMember,
     /// A ballot names a node that is not a member.
     ForeignBallot,
@@ -99,7 +99,7 @@ impl Refusals {
 impl<S: StateMachine> Node<S> {
     /// Checks a peer's message against the rules of the module docs.
     pub(super) fn check_claims(&self, from: NodeId, message: &Message<S::Command>) -> Result<(), Refusal> {
-        if from == self.id || !self.configuration.contains(from) {
+        if from == self.id || !self.replica.membership().knows(from) {
             return Err(Refusal::NotMember);
         }
         let ours = |ballot: Ballot| {
@@ -171,6 +171,10 @@ impl<S: StateMachine> Node<S> {
                 }
                 Ok(())
             }
+            Message::TimeoutNow { ballot } => {
+                self.plausible(*ballot)?;
+                owned_by(*ballot, from)
+            }
             Message::Forward { .. } | Message::SnapshotRequest { .. } => Ok(()),
             Message::CatchUp { from_slot } => slot(*from_slot),
             Message::Decisions { from_slot, values } => slot(from_slot.saturating_add(values.len() as u64)),
@@ -188,7 +192,7 @@ impl<S: StateMachine> Node<S> {
         if ballot == Ballot::ZERO {
             return Ok(());
         }
-        if !self.configuration.contains(ballot.leader) {
+        if !self.replica.membership().knows_voter(ballot.leader) {
             return Err(Refusal::ForeignBallot);
         }
         let known = self.election.ballot_max().max(self.acceptor.promised()).max(self.leader.ballot());
