@@ -47,5 +47,5 @@ pub use snapshot::Snapshot;
 pub use state_machine::{Payload, SnapshotError, StateMachine};
 pub use types::{
     Ballot, ClientId, Command, Configuration, NodeId, PValue, Slot, Time, Value, EPHEMERAL_CLIENT_BIT,
-    SLOT_MAX,
+    SLOT_MAX, VOTERS_MAX,
 };

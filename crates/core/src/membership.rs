@@ -86,14 +86,14 @@ impl Membership {
     }
 
     /// `next` was decided in `slot` and applied, in slot order: it governs from
-    /// `slot + ALPHA`. A configuration whose epoch does not follow the newest one is not a
+    /// `slot + alpha` (`ALPHA`; only the planted `reconfig-at-once` bug passes less). A configuration whose epoch does not follow the newest one is not a
     /// change (it was proposed against a configuration another change replaced first) and
     /// is ignored, by every replica alike. Returns whether it took.
-    pub fn on_applied(&mut self, slot: Slot, next: &Configuration) -> bool {
+    pub fn on_applied(&mut self, slot: Slot, next: &Configuration, alpha: Slot) -> bool {
         if next.epoch != self.latest().epoch + 1 || !next.is_well_formed() {
             return false;
         }
-        let first = slot.saturating_add(ALPHA);
+        let first = slot.saturating_add(alpha);
         assert!(first > self.latest_from(), "configurations are decided in slot order");
         self.configs.push((first, next.clone()));
         true
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn a_configuration_governs_from_alpha_slots_after_its_decision() {
         let mut membership = Membership::new(config(1, &[1, 2, 3]));
-        assert!(membership.on_applied(10, &config(2, &[1, 2, 3, 4])));
+        assert!(membership.on_applied(10, &config(2, &[1, 2, 3, 4]), ALPHA));
         assert_eq!(membership.for_slot(10 + ALPHA - 1).epoch, 1);
         assert_eq!(membership.for_slot(10 + ALPHA).epoch, 2);
         assert!(membership.is_changing(10 + ALPHA - 1));
@@ -149,18 +149,18 @@ mod tests {
     #[test]
     fn a_configuration_that_skips_or_repeats_an_epoch_is_ignored_everywhere() {
         let mut membership = Membership::new(config(1, &[1, 2, 3]));
-        assert!(!membership.on_applied(5, &config(1, &[1, 2])));
-        assert!(!membership.on_applied(5, &config(3, &[1, 2])));
-        assert!(membership.on_applied(6, &config(2, &[1, 2])));
-        assert!(!membership.on_applied(7, &config(2, &[1, 2, 3])), "the second change for epoch 2");
+        assert!(!membership.on_applied(5, &config(1, &[1, 2]), ALPHA));
+        assert!(!membership.on_applied(5, &config(3, &[1, 2]), ALPHA));
+        assert!(membership.on_applied(6, &config(2, &[1, 2]), ALPHA));
+        assert!(!membership.on_applied(7, &config(2, &[1, 2, 3]), ALPHA), "the second change for epoch 2");
         assert_eq!(membership.latest().voters, vec![NodeId(1), NodeId(2)]);
     }
 
     #[test]
     fn configurations_that_govern_nothing_any_more_are_forgotten() {
         let mut membership = Membership::new(config(1, &[1, 2, 3]));
-        membership.on_applied(0, &config(2, &[1, 2]));
-        membership.on_applied(ALPHA, &config(3, &[2]));
+        membership.on_applied(0, &config(2, &[1, 2]), ALPHA);
+        membership.on_applied(ALPHA, &config(3, &[2]), ALPHA);
         membership.forget_before(ALPHA - 1);
         assert_eq!(membership.configs().count(), 3);
         membership.forget_before(ALPHA);

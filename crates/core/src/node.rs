@@ -301,6 +301,9 @@ impl<S: StateMachine> Node<S> {
     #[doc(hidden)]
     pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
         self.bugs = bugs;
+        if bugs.reconfig_at_once {
+            self.replica.set_alpha(1);
+        }
     }
 
     pub fn id(&self) -> NodeId {

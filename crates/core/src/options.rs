@@ -165,6 +165,10 @@ pub struct PlantedBugs {
     /// A node that believes it is the active leader serves reads at once from what it has
     /// applied, without checking its lease: a deposed leader answers with stale data.
     pub stale_read: bool,
+    /// A configuration governs from the slot after its decision instead of `ALPHA` slots
+    /// later: a leader proposing a window ahead uses a configuration another leader does
+    /// not, and two values can be chosen in one slot.
+    pub reconfig_at_once: bool,
     /// The leader's commander counts its own acceptor's vote before it is durable, so a
     /// decision (released once written) can rest on a vote that a crash takes back.
     pub own_vote_early: bool,

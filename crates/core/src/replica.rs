@@ -259,6 +259,8 @@ pub struct Replica<S: StateMachine> {
     /// The configurations from `slot_out` on: a decided `Reconfigure` is applied here, in
     /// slot order, like a command (PMMC §3.4; see `membership`).
     membership: Membership,
+    /// Slots between a configuration's decision and its first slot (`ALPHA`).
+    alpha: Slot,
 }
 
 /// What a replica made of a decision (see [`Replica::on_decision`]).
@@ -278,7 +280,15 @@ impl<S: StateMachine> Replica<S> {
             compacted_upto: 0,
             sessions: Sessions::new(sessions_max),
             membership,
+            alpha: crate::membership::ALPHA,
         }
+    }
+
+    /// The planted `reconfig-at-once` bug only: a configuration governs from the slot
+    /// after its decision, although leaders propose a window ahead.
+    #[doc(hidden)]
+    pub fn set_alpha(&mut self, alpha: Slot) {
+        self.alpha = alpha;
     }
 
     /// The configurations that govern slots from the applied prefix on.
@@ -326,7 +336,7 @@ impl<S: StateMachine> Replica<S> {
         while let Some(value) = self.decisions.get(&self.slot_out) {
             let slot = self.slot_out;
             if let Value::Reconfigure(next) = value {
-                reconfigured |= self.membership.on_applied(slot, next);
+                reconfigured |= self.membership.on_applied(slot, next, self.alpha);
             }
             for command in value.commands() {
                 let state_machine = &mut self.state_machine;

@@ -24,8 +24,9 @@ pub const INPUT_QUEUE_MAX: usize = 65_536;
 /// Everything a node is made of, before it runs.
 pub(crate) struct Parts<S: StateMachine> {
     pub node_id: u32,
-    /// (id, peer address) of every member, this node included.
-    pub members: Vec<(u32, String)>,
+    /// (id, peer address, HTTP address if any) of every member of the first
+    /// configuration, this node included.
+    pub members: Vec<(u32, String, Option<String>)>,
     /// The wire cluster id (`synod_core::wire::cluster_id`).
     pub cluster_id: u64,
     pub options: Options,
@@ -59,7 +60,12 @@ where
 {
     let id = NodeId(parts.node_id);
     let members: Vec<NodeId> = parts.members.iter().map(|m| NodeId(m.0)).collect();
-    let configuration = Configuration::new(members.clone());
+    let addresses = parts
+        .members
+        .iter()
+        .map(|(id, peer, http)| (NodeId(*id), member_address(peer, http.as_deref())))
+        .collect();
+    let configuration = Configuration::new(members.clone()).with_addresses(addresses);
     let started = Instant::now();
     let opened = parts.opened;
     let mut node = Node::new(
@@ -84,20 +90,64 @@ where
     let outbound = transport::start_outbound(id, parts.cluster_id, &peers, transport.clone());
     let stats = Arc::new(Mutex::new(DriverStats::default()));
     let (inputs, receiver) = mpsc::sync_channel::<Input<S>>(INPUT_QUEUE_MAX);
-    let driver = Driver::new(node, Box::new(opened.storage), outbound, started, stats.clone(), parts.reader);
+    let policy = transport::InboundPolicy::new(id, parts.cluster_id, members);
+    let links = Links { outbound, inbound_members: policy.members.clone(), configured: peers };
+    let driver = Driver::new(node, Box::new(opened.storage), links, started, stats.clone(), parts.reader);
     let protocol = std::thread::Builder::new()
         .name(parts.thread_name)
         .spawn(move || driver.run(receiver))
         .map_err(|e| format!("cannot start the protocol thread: {e}"))?;
     let deliver_to = inputs.clone();
-    tokio::spawn(transport::serve_inbound(
-        peer_listener,
-        transport::InboundPolicy::new(id, parts.cluster_id, members),
-        transport.clone(),
-        move |from, message| {
-            // A full queue drops the frame: links are fair-loss, the protocol retransmits.
-            let _ = deliver_to.try_send(Input::Peer(from, message));
-        },
-    ));
+    tokio::spawn(transport::serve_inbound(peer_listener, policy, transport.clone(), move |from, message| {
+        // A full queue drops the frame: links are fair-loss, the protocol retransmits.
+        let _ = deliver_to.try_send(Input::Peer(from, message));
+    }));
     Ok(Running { inputs, stats, transport, protocol, started })
+}
+
+/// A member's address as a configuration carries it (opaque to the core): `peer`, or
+/// `peer/http` when the member serves HTTP.
+pub(crate) fn member_address(peer: &str, http: Option<&str>) -> String {
+    match http {
+        Some(http) => format!("{peer}/{http}"),
+        None => peer.to_string(),
+    }
+}
+
+/// The peer address within a configuration's address of a member (see `member_address`).
+pub(crate) fn peer_address(address: &str) -> &str {
+    address.split('/').next().unwrap_or(address)
+}
+
+/// The protocol thread's links to its peers, which follow the configuration.
+pub(crate) struct Links {
+    pub outbound: transport::Outbound,
+    /// Who may say hello on the peer port (shared with the inbound listener).
+    pub inbound_members: Arc<std::sync::RwLock<Vec<NodeId>>>,
+    /// The peer addresses the node was started with: a member whose configuration holds no
+    /// address (a checkpoint from before addresses were replicated) is reached there.
+    pub configured: BTreeMap<NodeId, String>,
+}
+
+impl Links {
+    /// The configurations in force changed: connect to their members, drop the others.
+    pub fn follow<'a>(&mut self, me: NodeId, configurations: impl Iterator<Item = &'a Configuration>) {
+        let mut peers = BTreeMap::new();
+        for configuration in configurations {
+            for member in configuration.members() {
+                let address = configuration
+                    .addresses
+                    .get(&member)
+                    .map(|a| peer_address(a).to_string())
+                    .or_else(|| self.configured.get(&member).cloned());
+                if let Some(address) = address {
+                    peers.insert(member, address);
+                }
+            }
+        }
+        let mut members: Vec<NodeId> = peers.keys().copied().collect();
+        members.retain(|m| *m != me);
+        *self.inbound_members.write().expect("members lock") = members;
+        self.outbound.set_peers(&peers);
+    }
 }

@@ -19,8 +19,8 @@ use synod_core::{
 use synod_storage::Storage;
 use tokio::sync::oneshot;
 
+use crate::assembly::Links;
 use crate::log_limit::{WarnLimiter, WARN_WINDOW};
-use crate::transport::Outbound;
 
 /// Inputs drained into one sync at most: bounds the latency a burst adds.
 pub const INPUTS_PER_SYNC_MAX: usize = 4096;
@@ -69,7 +69,10 @@ pub struct DriverStats {
 pub struct Driver<S: StateMachine> {
     node: Node<S>,
     wal: Wal<S::Command>,
-    outbound: Outbound,
+    /// The links to the peers, which follow the configuration.
+    links: Links,
+    /// The epochs (in force, newest) the links were last set for.
+    links_epochs: (u64, u64),
     started: Instant,
     waiters: HashMap<(ClientId, u64), oneshot::Sender<CallResult<S::Output>>>,
     stats: Arc<Mutex<DriverStats>>,
@@ -89,10 +92,10 @@ pub struct Driver<S: StateMachine> {
 }
 
 impl<S: StateMachine> Driver<S> {
-    pub fn new(
+    pub(crate) fn new(
         node: Node<S>,
         wal: Wal<S::Command>,
-        outbound: Outbound,
+        links: Links,
         started: Instant,
         stats: Arc<Mutex<DriverStats>>,
         reader: fn(&S, &S::Command) -> Option<S::Output>,
@@ -101,7 +104,8 @@ impl<S: StateMachine> Driver<S> {
         Driver {
             node,
             wal,
-            outbound,
+            links,
+            links_epochs: (0, 0),
             started,
             waiters: HashMap::new(),
             stats,
@@ -198,7 +202,7 @@ impl<S: StateMachine> Driver<S> {
         // (`Ready::take_accepts` says why this is safe). Every later turn starts after
         // this one's sync, so the decisions their replies enable rest on a synced vote.
         for envelope in ready.take_accepts() {
-            self.outbound.send(envelope.to, &envelope.message);
+            self.links.outbound.send(envelope.to, &envelope.message);
         }
         // Decisions alone are written now and synced with the next vote: the cluster keeps
         // them (see `Ready::release_written`), and the commit path saves an fsync.
@@ -244,6 +248,21 @@ impl<S: StateMachine> Driver<S> {
             tracing::warn!("repaired from peers: this replica votes again");
         }
         self.log_refusals();
+        let status_epochs = (self.node.configuration().epoch, self.node.latest_configuration().epoch);
+        if status_epochs != self.links_epochs {
+            // A member joined or left: connect to the configurations' members, and admit
+            // their hellos, before the messages of this batch go out.
+            self.links_epochs = status_epochs;
+            let me = self.node.id();
+            self.links.follow(me, self.node.configurations());
+            tracing::info!(
+                epoch = status_epochs.0,
+                latest = status_epochs.1,
+                voters = ?self.node.latest_configuration().voters,
+                learners = ?self.node.latest_configuration().learners,
+                "configuration"
+            );
+        }
         let recovering = self.node.is_recovering();
         if recovering && !self.was_recovering {
             tracing::warn!("recovering from lost storage: not voting until every other member answers");
@@ -255,7 +274,7 @@ impl<S: StateMachine> Driver<S> {
             ReleaseMode::OnceWritten | ReleaseMode::AtOnce => ready.release_written(Persisted::through(lsn)),
         };
         for envelope in messages {
-            self.outbound.send(envelope.to, &envelope.message);
+            self.links.outbound.send(envelope.to, &envelope.message);
         }
         let applied = outputs.len() as u64;
         for output in outputs {
@@ -286,7 +305,7 @@ impl<S: StateMachine> Driver<S> {
         let mut stats = self.stats.lock().expect("stats lock");
         stats.status = Some(self.node.status_at(self.now()));
         stats.storage = self.wal.stats();
-        stats.peer_queue_frames = self.outbound.queue_depth();
+        stats.peer_queue_frames = self.links.outbound.queue_depth();
         stats.turns += 1;
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();

@@ -101,7 +101,7 @@ where
         };
         let parts = crate::assembly::Parts {
             node_id: options.node_id,
-            members: options.members.clone(),
+            members: options.members.iter().map(|(id, peer)| (*id, peer.clone(), None)).collect(),
             cluster_id,
             options: options.protocol.clone(),
             state_machine,

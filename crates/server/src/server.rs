@@ -74,7 +74,7 @@ pub async fn run(
     let bugs = synod_core::PlantedBugs::default();
     let parts = assembly::Parts {
         node_id: config.node_id,
-        members: config.members.iter().map(|m| (m.id, m.peer.clone())).collect(),
+        members: config.members.iter().map(|m| (m.id, m.peer.clone(), Some(m.http.clone()))).collect(),
         cluster_id: config.cluster_id(),
         options: config.options(),
         state_machine: App::default(),

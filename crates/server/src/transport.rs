@@ -114,18 +114,42 @@ impl TransportStats {
     }
 }
 
-/// The sending half: one bounded queue per peer.
-#[derive(Clone)]
+/// The sending half: one bounded queue per peer, and the connection task behind it. The
+/// peers follow the configuration (`set_peers`): a new member gets a connection, a removed
+/// one loses it.
 pub struct Outbound {
-    queues: Arc<BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>>,
+    me: NodeId,
+    queues: BTreeMap<NodeId, (String, mpsc::Sender<Vec<u8>>)>,
     cluster_id: u64,
     stats: Arc<TransportStats>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Outbound {
+    /// Connects to every peer in `peers` (id to address) not connected yet, or at another
+    /// address, and drops the connections of those no longer in it (their tasks end when
+    /// their queue closes).
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        self.queues.retain(|id, (addr, _)| peers.get(id) == Some(addr));
+        for (&peer, addr) in peers {
+            if peer == self.me || self.queues.contains_key(&peer) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+            self.queues.insert(peer, (addr.clone(), tx));
+            let task = peer_connection(self.me, peer, addr.clone(), self.cluster_id, rx, self.stats.clone());
+            self.runtime.spawn(task);
+        }
+    }
+
+    /// The peers connected to, and their addresses.
+    pub fn peers(&self) -> impl Iterator<Item = (NodeId, &str)> {
+        self.queues.iter().map(|(id, (addr, _))| (*id, addr.as_str()))
+    }
+
     /// Encodes and queues `message` for `to`; drops it if the queue is full.
     pub fn send<C: Payload>(&self, to: NodeId, message: &Message<C>) {
-        let Some(queue) = self.queues.get(&to) else { return };
+        let Some((_, queue)) = self.queues.get(&to) else { return };
         let frame = wire::encode(self.cluster_id, message);
         if queue.try_send(frame).is_err() {
             self.stats.frames_dropped_queue_full.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +157,7 @@ impl Outbound {
     }
 
     pub fn queue_depth(&self) -> usize {
-        self.queues.values().map(|q| q.max_capacity() - q.capacity()).sum()
+        self.queues.values().map(|(_, q)| q.max_capacity() - q.capacity()).sum()
     }
 }
 
@@ -144,17 +168,10 @@ pub fn start_outbound(
     peers: &BTreeMap<NodeId, String>,
     stats: Arc<TransportStats>,
 ) -> Outbound {
-    let mut queues = BTreeMap::new();
-    for (&peer, addr) in peers {
-        let addr = addr.clone();
-        if peer == me {
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
-        queues.insert(peer, tx);
-        tokio::spawn(peer_connection(me, peer, addr, cluster_id, rx, stats.clone()));
-    }
-    Outbound { queues: Arc::new(queues), cluster_id, stats }
+    let runtime = tokio::runtime::Handle::current();
+    let mut outbound = Outbound { me, queues: BTreeMap::new(), cluster_id, stats, runtime };
+    outbound.set_peers(peers);
+    outbound
 }
 
 /// Keeps a connection to `peer` up and writes queued frames to it.
@@ -176,8 +193,15 @@ async fn peer_connection(
                 let cap = RECONNECT_CAP_MS.min(RECONNECT_BASE_MS << attempt.min(10));
                 let delay = rand::thread_rng().gen_range(0..=cap);
                 tracing::debug!(%peer, %addr, %error, delay_ms = delay, "connect failed");
-                // Frames queued while the peer is unreachable are stale: drop them.
-                while rx.try_recv().is_ok() {}
+                // Frames queued while the peer is unreachable are stale: drop them. A queue
+                // closed by `set_peers` ends the task: the peer left the configuration.
+                loop {
+                    match rx.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 continue;
             }
@@ -374,8 +398,10 @@ pub struct InboundPolicy {
     /// This node: a hello naming it is refused.
     pub me: NodeId,
     pub cluster_id: u64,
-    /// The configured members: a hello naming anyone else is refused.
-    pub members: Vec<NodeId>,
+    /// The members of the configurations in force (shared with the protocol thread,
+    /// which updates it when the configuration changes): a hello naming anyone else is
+    /// refused.
+    pub members: Arc<std::sync::RwLock<Vec<NodeId>>>,
     pub hello_timeout: Duration,
     pub connections_max: usize,
 }
@@ -384,7 +410,10 @@ impl InboundPolicy {
     /// The defaults: [`HELLO_TIMEOUT`], and [`INBOUND_PER_MEMBER`] connections per member
     /// plus [`INBOUND_SLACK`].
     pub fn new(me: NodeId, cluster_id: u64, members: Vec<NodeId>) -> InboundPolicy {
-        let connections_max = members.len() * INBOUND_PER_MEMBER + INBOUND_SLACK;
+        // Room for the group to grow to its largest configuration (voters and learners).
+        let connections_max =
+            members.len().max(2 * synod_core::VOTERS_MAX) * INBOUND_PER_MEMBER + INBOUND_SLACK;
+        let members = Arc::new(std::sync::RwLock::new(members));
         InboundPolicy { me, cluster_id, members, hello_timeout: HELLO_TIMEOUT, connections_max }
     }
 }
@@ -495,7 +524,7 @@ async fn read_peer<C: Payload>(
     if from == policy.me {
         return refuse(ConnectionRefusal::OwnId, format!("the hello names this node ({from})"));
     }
-    if !policy.members.contains(&from) {
+    if !policy.members.read().expect("members lock").contains(&from) {
         return refuse(ConnectionRefusal::NotMember, format!("the hello names {from}, not a member"));
     }
     tracing::debug!(%from, "peer connection accepted");

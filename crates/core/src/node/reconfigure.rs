@@ -114,6 +114,12 @@ impl<S: StateMachine> Node<S> {
         self.replica.membership().latest()
     }
 
+    /// Every configuration in force: the one governing the next undecided slot, and any
+    /// decided to govern later.
+    pub fn configurations(&self) -> impl Iterator<Item = &Configuration> {
+        self.replica.membership().configs().map(|(_, c)| c)
+    }
+
     /// This node is in no configuration in force: it was removed from the group.
     pub fn is_removed(&self) -> bool {
         self.replica.membership().removed(self.id, self.replica.slot_out())

@@ -50,6 +50,8 @@ pub struct Cluster {
     pub seq: u64,
     pub outputs: Vec<(NodeId, Output<usize>)>,
     pub cut: Vec<(NodeId, NodeId)>,
+    /// The configuration every node starts from (default: every node a voter).
+    pub initial: Option<Configuration>,
 }
 
 pub const CLUSTER_ID: u64 = 42;
@@ -65,6 +67,7 @@ impl Cluster {
             seq: 0,
             outputs: Vec::new(),
             cut: Vec::new(),
+            initial: None,
         };
         for id in &ids {
             cluster.disks.insert(*id, DurableState::default());
@@ -77,7 +80,7 @@ impl Cluster {
     }
 
     pub fn configuration(&self) -> Configuration {
-        Configuration::new(self.nodes.keys().copied().collect())
+        self.initial.clone().unwrap_or_else(|| Configuration::new(self.nodes.keys().copied().collect()))
     }
 
     pub fn start(&mut self, id: NodeId) {
@@ -92,6 +95,20 @@ impl Cluster {
             self.now,
         );
         self.nodes.insert(id, Some(node));
+    }
+
+    /// Starts a node that is in no configuration yet, from the cluster's first one (as a
+    /// node about to join does): the group must add it before it takes part.
+    pub fn start_outsider(&mut self, id: NodeId) {
+        let initial = self.configuration();
+        self.initial = Some(initial);
+        self.disks.insert(id, DurableState::default());
+        self.nodes.insert(id, None);
+        self.start(id);
+    }
+
+    pub fn node(&mut self, id: NodeId) -> &mut Node<Log> {
+        self.nodes.get_mut(&id).unwrap().as_mut().expect("a running node")
     }
 
     pub fn crash(&mut self, id: NodeId) {
@@ -138,7 +155,8 @@ impl Cluster {
                     continue;
                 }
                 let now = self.now;
-                if let Some(node) = self.nodes.get_mut(&to).unwrap().as_mut() {
+                // A node that never started (or crashed) loses what is sent to it.
+                if let Some(node) = self.nodes.get_mut(&to).and_then(Option::as_mut) {
                     let message: Message<Append> = synod_core::wire::decode(CLUSTER_ID, &bytes).unwrap();
                     node.handle_message(now, from, message);
                     self.flush(to);
