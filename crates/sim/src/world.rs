@@ -365,6 +365,7 @@ impl<W: Workload> World<W> {
             stale_ballot: self.bug == Some(Bug::StaleBallot),
             stale_read: self.bug == Some(Bug::StaleRead),
             own_vote_early: self.bug == Some(Bug::OwnVoteEarly),
+            reconfig_at_once: false,
         }
     }
 
