@@ -64,8 +64,9 @@ pub struct Election {
     may_lead: bool,
     timeout_us: u64,
     backoff_until: Time,
-    /// Take over at the next round's end (`take_over_now`).
-    take_over: bool,
+    /// Take over at the end of the first round, until then, that heard a quorum
+    /// (`take_over_now`).
+    take_over_until: Option<Time>,
     next_round_at: Time,
 }
 
@@ -101,7 +102,7 @@ impl Election {
             may_lead: true,
             timeout_us: election_timeout_ms * 1000,
             backoff_until: now,
-            take_over: false,
+            take_over_until: None,
             next_round_at: now,
         };
         election.reconfigure(voters, members);
@@ -202,7 +203,7 @@ impl Election {
     /// the backoff and the happiness of its peers (the leader it would defer to is the one
     /// handing over).
     pub fn take_over_now(&mut self, now: Time) {
-        self.take_over = true;
+        self.take_over_until = Some(now.plus_micros(self.election_timeout_us));
         self.backoff_until = now;
     }
 
@@ -255,8 +256,12 @@ impl Election {
                 }
             }
         }
-        if std::mem::take(&mut self.take_over) && self.quorum_connected && self.may_lead && self.is_voter() {
+        if self.take_over_until.is_some_and(|until| now >= until) {
+            self.take_over_until = None; // The handover did not happen in time.
+        }
+        if self.take_over_until.is_some() && self.quorum_connected && self.may_lead && self.is_voter() {
             if let Some(ballot) = self.ballot_max.next_for(self.id) {
+                self.take_over_until = None;
                 self.observe(ballot);
                 self.leader = Some(ballot);
                 self.unhappy_since = None;

@@ -134,10 +134,8 @@ pub struct Node<S: StateMachine> {
     damaged_pending: bool,
     /// Check the invariants after every input in a release build too (the simulator).
     invariants_always: bool,
-    /// A leadership transfer under way (`reconfigure.rs`), and a heartbeat round to run
-    /// at once (this node was asked to take over).
+    /// A leadership transfer under way (`reconfigure.rs`).
     leadership_transfer: Option<reconfigure::Transfer>,
-    force_round: bool,
     /// The epochs of the configuration in force and of the newest, as last acted on.
     epochs_seen: (u64, u64),
     next_tick: Time,
@@ -249,7 +247,6 @@ impl<S: StateMachine> Node<S> {
             damaged_pending: false,
             invariants_always: false,
             leadership_transfer: None,
-            force_round: false,
             epochs_seen: (0, 0),
             next_tick: now,
             catch_up_sent_at: None,
@@ -453,7 +450,7 @@ impl<S: StateMachine> Node<S> {
         self.last_now = now;
         // Tick at half a heartbeat: fine enough for rounds, retransmission and retries.
         self.next_tick = now.plus_micros(self.options.heartbeat_ms * 500);
-        if now >= self.election.next_round_at() || std::mem::take(&mut self.force_round) {
+        if now >= self.election.next_round_at() {
             self.on_heartbeat_round(now);
         }
         if self.leadership_transfer.is_some_and(|t| now >= t.until || !self.leader.is_active()) {

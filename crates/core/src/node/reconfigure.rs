@@ -247,9 +247,8 @@ impl<S: StateMachine> Node<S> {
         if !follows || self.recovery.is_some() || !self.configuration().is_voter(self.id) {
             return;
         }
+        // The takeover happens at the end of the next round that hears a quorum.
         self.election.take_over_now(now);
-        self.next_tick = now; // The takeover happens at this round's end, now.
-        self.force_round = true;
     }
 
     /// The configuration in force or the newest one changed: the election counts the new
