@@ -77,6 +77,17 @@ where
         rand::thread_rng().gen(),
         synod_core::Time(0),
     );
+    if node.is_removed() {
+        // Its own log says the group removed it: voting as a member of an old
+        // configuration could count a vote the group no longer expects.
+        return Err(format!(
+            "node {id} was removed from the cluster (configuration {} has voters {:?} and learners {:?}): \
+             it cannot start as a member; to rejoin, start it on an empty data directory with --join",
+            node.latest_configuration().epoch,
+            node.latest_configuration().voters,
+            node.latest_configuration().learners,
+        ));
+    }
     node.set_dir_id(opened.dir_id);
     if opened.recover_from_peers {
         node.recover_from_peers();
