@@ -412,6 +412,25 @@ mod tests {
         assert_eq!(e.leader(), None);
     }
 
+    /// On a busy machine a peer's reply can miss the end of its round by a moment: that
+    /// round has no majority, but the majority was heard one round ago, which is what a
+    /// caller refusing work "without a quorum" must look at (a write once failed with
+    /// `no_quorum` on an idle cluster this way).
+    #[test]
+    fn a_reply_that_misses_its_round_loses_the_round_but_not_the_recent_majority() {
+        let mut e = election(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let r = e.round();
+        e.on_reply(Time::from_millis(10), NodeId(2), r, heartbeat(None, true, false));
+        let _ = e.on_round(Time::from_millis(50), &mut rng, None);
+        assert!(e.quorum_connected());
+        let late = e.round();
+        let _ = e.on_round(Time::from_millis(100), &mut rng, None);
+        e.on_reply(Time::from_millis(101), NodeId(2), late, heartbeat(None, true, false));
+        assert!(!e.quorum_connected(), "the reply came after its round ended");
+        assert_eq!(e.quorum_heard_at(), Some(Time::from_millis(50)));
+    }
+
     #[test]
     fn follower_follows_the_highest_quorum_connected_leader() {
         let mut e = election(1);
