@@ -510,10 +510,16 @@ impl<'a> Run<'a> {
                                 false => (false, "restarted without reporting damage"),
                             }
                         } else {
+                            // Only its own start decides: a node that votes at once may be
+                            // told by its peers a moment later that it must recover, and the
+                            // status then says `recovering` too (the second defence, which
+                            // must not hide the first one's failure).
                             match (recovering, logged(NEW_REPLICA_LOG)) {
                                 (true, true) => (true, "came back as a new replica, recovering"),
                                 (false, true) => (true, "came back as a new replica (in its log)"),
-                                (true, false) => (true, "came back recovering"),
+                                (true, false) => {
+                                    (false, "came back voting at once; recovering only once its peers told it to")
+                                }
                                 (false, false) => (false, "came back voting at once, not as a new replica"),
                             }
                         };
