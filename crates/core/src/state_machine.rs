@@ -1,4 +1,4 @@
-//! The application interface (seed 003): a deterministic state machine that the log
+//! The application interface: a deterministic state machine that the log
 //! drives. Every replica applies the same commands in the same order, so every replica
 //! holds the same state (Schneider's state machine approach).
 
@@ -71,5 +71,54 @@ impl Hasher for Fnv64 {
             self.0 ^= u64::from(*byte);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+}
+
+/// The `Fnv64` digest of a value's postcard encoding, computed as the encoding is
+/// produced: the same digest as hashing `postcard::to_allocvec(value)`, without building
+/// the buffer (the simulator hashes every replica's whole state several times a
+/// simulated second).
+pub fn hash_encoding<T: Serialize + ?Sized>(value: &T) -> u64 {
+    struct Hashing(Fnv64);
+    impl postcard::ser_flavors::Flavor for Hashing {
+        type Output = u64;
+        fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+            self.0.write(&[byte]);
+            Ok(())
+        }
+        fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+            self.0.write(bytes);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<u64> {
+            Ok(self.0.finish())
+        }
+    }
+    postcard::serialize_with_flavor(value, Hashing(Fnv64::default())).expect("hashing cannot run out of room")
+}
+
+/// Encodes `value` into a buffer of `capacity` bytes to start with: a snapshot's size is
+/// known roughly in advance, and growing the buffer by doubling copies it over and over.
+pub fn encode_with_capacity<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
+    postcard::to_extend(value, Vec::with_capacity(capacity)).expect("in-memory state always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn hashing_the_encoding_as_it_is_produced_equals_hashing_the_encoded_bytes() {
+        let value: BTreeMap<u64, (Vec<u8>, String)> =
+            (0..300u64).map(|i| (i * 7919, (vec![i as u8; (i % 17) as usize], format!("v{i}")))).collect();
+        let bytes = postcard::to_allocvec(&value).unwrap();
+        let mut fnv = Fnv64::default();
+        fnv.write(&bytes);
+        assert_eq!(hash_encoding(&value), fnv.finish());
+        assert_eq!(encode_with_capacity(&value, 3), bytes);
+        let mut other = value.clone();
+        other.insert(1, (vec![], String::new()));
+        assert_ne!(hash_encoding(&other), hash_encoding(&value));
     }
 }

@@ -155,6 +155,11 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     pub(crate) snapshots_seen: u64,
     /// The synced lsn this incarnation of the node was last told of (`handle_persisted`).
     pub(crate) persisted_told: u64,
+    /// The state hash last computed, with what it was computed at: (incarnation,
+    /// applied_upto, snapshots installed). A state changes only by applying a slot or
+    /// installing a snapshot, so an equal key means an equal state and the hash (a walk
+    /// over the whole state) need not be computed again.
+    pub(crate) state_hash_at: Option<(u32, u64, u64, u64)>,
 }
 
 /// An armed crash (see `NodeSlot::crash_trap`).
@@ -291,6 +296,7 @@ impl<W: Workload> World<W> {
                     crash_trap: None,
                     snapshots_seen: 0,
                     persisted_told: 0,
+                    state_hash_at: None,
                 }
             })
             .collect();
@@ -555,8 +561,20 @@ impl<W: Workload> World<W> {
     pub(crate) fn check(&mut self) {
         let mut states = Vec::new();
         for i in 0..self.nodes.len() {
-            if let Some(node) = &self.nodes[i].node {
-                states.push((i, node.status().applied_upto, node.state_machine().state_hash()));
+            let slot = &mut self.nodes[i];
+            if let Some(node) = &slot.node {
+                let status = node.status();
+                let key = (slot.incarnation, status.applied_upto, status.snapshots_installed);
+                let hash = match slot.state_hash_at {
+                    Some((incarnation, applied, installed, hash))
+                        if (incarnation, applied, installed) == key =>
+                    {
+                        hash
+                    }
+                    _ => node.state_machine().state_hash(),
+                };
+                slot.state_hash_at = Some((key.0, key.1, key.2, hash));
+                states.push((i, status.applied_upto, hash));
             }
         }
         for &(i, applied_upto, hash) in &states {

@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state_machine::{SnapshotError, StateMachine};
+use crate::state_machine::{hash_encoding, SnapshotError, StateMachine};
 
 /// The longest key (and scan prefix), as in ZooKeeper's and etcd's small-key design.
 pub const KEY_BYTES_MAX: usize = 4096;
@@ -483,6 +483,10 @@ impl StateMachine for KvStore {
 
     fn snapshot(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("a map of byte strings always serializes")
+    }
+
+    fn state_hash(&self) -> u64 {
+        hash_encoding(self)
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
