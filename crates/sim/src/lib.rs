@@ -119,6 +119,8 @@ mod clients;
 mod disk;
 mod driver;
 mod faults;
+mod membership;
+mod membership_scenarios;
 mod nemesis;
 mod network;
 mod scenarios;
@@ -134,7 +136,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use catch_up::{run_catch_up, CatchUpReport};
-pub use faults::{FaultRate, SwarmParams};
+pub use faults::{FaultRate, MembershipParams, SwarmParams};
+pub use membership_scenarios::{run_membership_scenario, MembershipReport, MembershipScenario};
+
+/// The most nodes a run has, spares included (`synod_core::VOTERS_MAX` voters at most).
+pub const NODES_MAX: usize = 9;
 pub use network::{LinkParams, Partition};
 pub use scenarios::{run_scenario, Scenario, ScenarioReport};
 
@@ -159,16 +165,22 @@ pub enum Bug {
     /// The leader counts its own vote before it is durable: with Accepts sent early and
     /// decisions released once written, a crash can take back a vote a decision rested on.
     OwnVoteEarly,
+    /// A configuration governs from the slot after its decision instead of `ALPHA` slots
+    /// later (`PlantedBugs::reconfig_at_once`): a leader proposing ahead of its decided
+    /// prefix uses an old configuration where another uses the new one, and their quorums
+    /// need not intersect. Its hunt always changes the membership.
+    ReconfigNoOverlap,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::SkipFsyncBeforeAck,
         Bug::SmallQuorum,
         Bug::StaleBallot,
         Bug::StaleRead,
         Bug::VoteWhileRecovering,
         Bug::OwnVoteEarly,
+        Bug::ReconfigNoOverlap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -179,6 +191,7 @@ impl Bug {
             Bug::StaleRead => "stale-read",
             Bug::VoteWhileRecovering => "vote-while-recovering",
             Bug::OwnVoteEarly => "own-vote-early",
+            Bug::ReconfigNoOverlap => "reconfig-no-overlap",
         }
     }
 }
@@ -255,6 +268,8 @@ pub struct SimOptions {
     pub fault_phase_ms: Option<u64>,
     /// Wall-clock budget of the linearizability checker per history.
     pub check_budget: Duration,
+    /// Membership changes on or off; drawn from the seed when `None` (half the seeds).
+    pub membership: Option<bool>,
 }
 
 impl Default for SimOptions {
@@ -266,6 +281,7 @@ impl Default for SimOptions {
             trace: false,
             fault_phase_ms: None,
             check_budget: Duration::from_secs(3),
+            membership: None,
         }
     }
 }
@@ -347,6 +363,13 @@ pub struct FaultCounts {
     pub checkpoints: u64,
     /// Snapshots nodes installed from their peers (state transfer).
     pub snapshots_installed: u64,
+    /// Membership changes the operator asked for and the leader took (proposed), those
+    /// it refused (`ChangeError`: retried later), and leadership transfers started.
+    pub changes: u64,
+    pub changes_refused: u64,
+    pub transfers: u64,
+    /// The newest configuration epoch any node decided (1: no change).
+    pub epoch: u64,
 }
 
 impl FaultCounts {
@@ -369,6 +392,18 @@ impl FaultCounts {
         self.repairs += other.repairs;
         self.checkpoints += other.checkpoints;
         self.snapshots_installed += other.snapshots_installed;
+        self.changes += other.changes;
+        self.changes_refused += other.changes_refused;
+        self.transfers += other.transfers;
+        self.epoch = self.epoch.max(other.epoch);
+    }
+
+    /// The membership counters, for one line of output.
+    pub fn membership_summary(&self) -> String {
+        format!(
+            "changes={} refused={} transfers={} epoch={}",
+            self.changes, self.changes_refused, self.transfers, self.epoch
+        )
     }
 
     /// The storage counters, for one line of output.
@@ -394,6 +429,10 @@ pub struct SimReport {
     pub nodes: usize,
     pub workload: WorkloadKind,
     pub bug: Option<Bug>,
+    /// The operator changed the membership in this run (`membership`), with this many
+    /// spare nodes beyond `nodes`.
+    pub membership: bool,
+    pub spares: usize,
     pub outcome: Outcome,
     /// A hash of every processed event (time, kind, node, message bytes): equal for
     /// equal runs.
@@ -415,8 +454,13 @@ impl SimReport {
     pub fn summary(&self) -> String {
         let bug = self.bug.map(|b| format!(" bug={b}")).unwrap_or_default();
         let unknown = if self.linearizability_unknown { " lin=unknown" } else { "" };
+        let membership = if self.membership {
+            format!(" membership spares={} {}", self.spares, self.faults.membership_summary())
+        } else {
+            String::new()
+        };
         format!(
-            "seed={} nodes={} workload={}{bug} events={} simulated={:.1}s ops ok={} fail={} info={}{unknown} crashes={} pauses={} partitions={} {} trace={:016x} wall={:.0}ms {}",
+            "seed={} nodes={} workload={}{bug}{membership} events={} simulated={:.1}s ops ok={} fail={} info={}{unknown} crashes={} pauses={} partitions={} {} trace={:016x} wall={:.0}ms {}",
             self.seed,
             self.nodes,
             self.workload,
@@ -497,6 +541,9 @@ pub fn replay_flags(options: &SimOptions) -> String {
     }
     if let Some(ms) = options.fault_phase_ms {
         flags.push_str(&format!(" --fault-phase-ms {ms}"));
+    }
+    if let Some(on) = options.membership {
+        flags.push_str(if on { " --membership on" } else { " --membership off" });
     }
     flags
 }
