@@ -98,11 +98,8 @@ impl<W: Workload> World<W> {
         let became_leader = status.is_leader && !slot.was_leader;
         slot.was_leader = status.is_leader;
         // No simulated peer lies, so a refused message is a bug of ours. But a message from
-        // a node removed from the group, or an outsider, is no lie: it may not know yet; nor
-        // is, once a voter was removed, a message delayed in the network that carries its
-        // ballot from the time it was a voter.
-        let removals = self.operator.as_ref().is_some_and(|o| o.removals);
-        let tolerated = |r: Refusal| r == Refusal::NotMember || (removals && r == Refusal::ForeignBallot);
+        // a node removed from the group, or an outsider, is no lie: it may not know yet.
+        let tolerated = |r: Refusal| r == Refusal::NotMember;
         let lies = status.refusals.by_reason().filter(|(r, _)| !tolerated(*r)).map(|(_, n)| n).sum::<u64>();
         if let Some((reason, from, kind)) = status.refusals.last.filter(|(r, ..)| lies > 0 && !tolerated(*r))
         {

@@ -80,9 +80,6 @@ pub(crate) struct Operator {
     pub(crate) in_force: Configuration,
     /// A script drives the changes (`membership_scenarios`): no steps of its own.
     pub(crate) scripted: bool,
-    /// A removal was proposed: from now on a delayed message may carry the ballot of a
-    /// node that is no voter any more.
-    pub(crate) removals: bool,
 }
 
 impl Operator {
@@ -105,7 +102,6 @@ impl Operator {
             latest: initial.clone(),
             in_force: initial,
             scripted: false,
-            removals: false,
         }
     }
 
@@ -312,9 +308,6 @@ impl<W: Workload> World<W> {
         match &result {
             Ok(()) => self.faults.changes += 1,
             Err(_) => self.faults.changes_refused += 1,
-        }
-        if let (Ok(()), Change::Remove { .. }, Some(operator)) = (&result, &change, self.operator.as_mut()) {
-            operator.removals = true;
         }
         self.trace_line(|| match &result {
             Ok(()) => format!("operator: n{} takes {change:?}", at + 1),

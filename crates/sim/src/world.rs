@@ -626,11 +626,20 @@ impl<W: Workload> World<W> {
             .map(|i| match self.status(i) {
                 None => format!("n{} down", i + 1),
                 Some(s) => format!(
-                    "n{} applied {} leader {} ballot {}{}{}{}",
+                    "n{} applied {} leader {} ballot {}{}{}{}{}",
                     i + 1,
                     s.applied_upto,
                     s.leader.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
                     s.ballot_max,
+                    match &self.operator {
+                        Some(_) => format!(
+                            " epoch {}/{}{}",
+                            s.epoch,
+                            s.latest_epoch,
+                            if s.quorum_connected { "" } else { " not-quorum-connected" }
+                        ),
+                        None => String::new(),
+                    },
                     if s.is_leader { " LEADING" } else { "" },
                     if self.nodes[i].paused.is_some() { " paused" } else { "" },
                     match s.recovery {
