@@ -98,11 +98,12 @@ impl<W: Workload> World<W> {
         let became_leader = status.is_leader && !slot.was_leader;
         slot.was_leader = status.is_leader;
         // No simulated peer lies, so a refused message is a bug of ours. But a message from
-        // a node removed from the group, or an outsider, is no lie: it may not know yet.
-        let tolerated = |r: Refusal| r == Refusal::NotMember;
-        let lies = status.refusals.by_reason().filter(|(r, _)| !tolerated(*r)).map(|(_, n)| n).sum::<u64>();
-        if let Some((reason, from, kind)) = status.refusals.last.filter(|(r, ..)| lies > 0 && !tolerated(*r))
-        {
+        // a node removed from the group, or an outsider, is no lie: it may not know yet. Nor
+        // is a voter's ballot refused by a node that lags behind the voter's promotion.
+        let tolerated = |world: &Self, (reason, from, _): &(Refusal, NodeId, &str)| {
+            *reason == Refusal::NotMember || (*reason == Refusal::ForeignBallot && world.was_voter(*from))
+        };
+        if let Some((reason, from, kind)) = status.refusals.last.filter(|last| !tolerated(self, last)) {
             let reason = reason.name();
             self.fail(Outcome::Safety(format!("n{} refused a {kind} from {from}: {reason}", i + 1)));
         }

@@ -182,6 +182,18 @@ impl<W: Workload> World<W> {
         }
     }
 
+    /// `id` is a voter of a configuration some live node holds, or was one of the newest
+    /// configuration as last seen.
+    pub(crate) fn was_voter(&self, id: NodeId) -> bool {
+        let Some(operator) = &self.operator else { return false };
+        operator.latest.is_voter(id)
+            || self
+                .nodes
+                .iter()
+                .filter_map(|s| s.node.as_ref())
+                .any(|n| n.configurations().any(|c| c.is_voter(id)))
+    }
+
     /// Looks up the newest configurations the live nodes know.
     fn refresh_configurations(&mut self) {
         let Some(operator) = self.operator.as_mut() else { return };
