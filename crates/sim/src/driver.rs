@@ -326,6 +326,7 @@ impl<W: Workload> World<W> {
         for action in actions {
             match action {
                 ClientAction::Send { node, command } => {
+                    let node = self.route(node);
                     let latency = self.rng_clients.gen_range(0..=self.params.client_latency_max_us);
                     self.trace_line(|| {
                         format!("client {} seq {} -> n{}", command.client_id, command.seq, node + 1)

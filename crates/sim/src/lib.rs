@@ -37,6 +37,7 @@
 //! | bit flip, unreadable sector | in the synced log: the bad record and the rest of its segment are lost; the node boots damaged | recover from the peers before voting |
 //! | bad or missing checkpoint | the snapshot is gone, and the log below it was compacted; the base batch above survives; the node boots damaged | recover, and get a snapshot from a peer |
 //! | disk replaced | an empty disk and no flag: nothing survives, not even the identity or the damage marker; the node boots as a new replica | recover, from nothing, on its own |
+//! | membership changes | on half the seeds, a simulated operator asks the leader to add spares as learners and promote them, remove voters (the leader after a handover), and replace a voter that died with its disk (`membership`) | any change safe, refusals typed, liveness in the newest configuration |
 //!
 //! **Storage faults are placed so that a majority keeps a good copy of every record**: a
 //! disk fault strikes only a node that is down, and only while no other node is damaged
@@ -81,11 +82,16 @@
 //!   workload **money conserved and never negative** ([`synod_check::bank::check_bank`]).
 //! - **core assertions**: a node that panics (an invariant of the core broke) ends the
 //!   run as a safety violation with the panic message.
+//! - **membership**: a node that says it was removed leads nothing and votes in no slot
+//!   from its decided prefix on; agreement and replica consistency cover learners, removed
+//!   nodes and outsiders alike.
 //! - **liveness**: after the fault phase everything heals (crashed nodes restart, paused
 //!   ones resume, partitions and lossy links go away) and no new operation starts; within
 //!   40 election timeouts every pending operation must complete, every replica must
 //!   reach the same applied prefix and state hash, and every node that recovers from lost
-//!   storage must have its vote back.
+//!   storage must have its vote back. With membership changes, the replicas are the
+//!   voters and learners of the newest configuration (a dead member comes back on a new
+//!   disk; removed nodes and unused spares are left out).
 //!
 //! ## Replaying a seed
 //!
@@ -109,7 +115,8 @@
 //! torn writes, damage and the damage marker) · `faults` (swarm parameters, seeds of the random streams) · `clients`
 //! (timeouts, retries, give-ups, the history) · `workload` (register and bank, their
 //! history conventions and checks) · `checkers` (agreement, replica consistency) ·
-//! `trace` (trace hash, readable lines) · `scenarios` (Omni-Paxos partial connectivity).
+//! `trace` (trace hash, readable lines) · `scenarios` (Omni-Paxos partial connectivity) ·
+//! `membership` (the simulated operator) · `membership_scenarios` (scripted changes).
 
 #![forbid(unsafe_code)]
 

@@ -194,6 +194,25 @@ impl<W: Workload> World<W> {
                 .any(|n| n.configurations().any(|c| c.is_voter(id)))
     }
 
+    /// The node a client's request for node `i` goes to: `i` itself, or, on a seed that
+    /// changes its membership and if `i` is no member of the newest configuration as last
+    /// seen (a spare, a removed node), a member chosen by `i` (clients learn the member
+    /// list as a server's clients do from its configuration).
+    pub(crate) fn route(&self, i: usize) -> usize {
+        let Some(operator) = &self.operator else { return i };
+        if operator.is_member(i) && !operator.retired.contains(&i) {
+            return i;
+        }
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|&m| operator.is_member(m) && !operator.retired.contains(&m))
+            .collect();
+        if members.is_empty() {
+            i
+        } else {
+            members[i % members.len()]
+        }
+    }
+
     /// Looks up the newest configurations the live nodes know.
     fn refresh_configurations(&mut self) {
         let Some(operator) = self.operator.as_mut() else { return };
