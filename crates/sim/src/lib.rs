@@ -51,7 +51,8 @@
 //! always on, frequent and short, so that the bug shows within a few hundred seeds. The
 //! `vote-while-recovering` hunt also strikes most restarts with a disk fault and crashes
 //! its pivots right after their vote left, so that the vote a disk fault takes back was
-//! one that counted.
+//! one that counted. The `reconfig-no-overlap` hunt always changes the membership, and
+//! often; the other hunts never do, so that they keep the runs they were tuned on.
 //!
 //! ## Link models (seed 002)
 //!
