@@ -101,7 +101,7 @@ fn prepare_or_accept_whose_ballot_is_not_the_senders_is_refused() {
 }
 
 #[test]
-fn heartbeat_naming_a_leader_outside_the_configuration_is_refused() {
+fn heartbeat_with_an_absurd_ballot_is_refused() {
     let mut cluster = Cluster::new(3);
     let now = cluster.now;
     let node = cluster.nodes.get_mut(&NodeId(1)).unwrap().as_mut().unwrap();
@@ -122,9 +122,45 @@ fn heartbeat_naming_a_leader_outside_the_configuration_is_refused() {
         Message::HeartbeatRequest { round: 1, dir_id: 0, recovering: false },
     );
     let status = node.status();
-    assert_eq!(status.ballot_max, Ballot::ZERO, "the foreign ballot was not adopted");
+    assert_eq!(status.ballot_max, Ballot::ZERO, "the absurd ballot was not adopted");
     let reasons: Vec<_> = status.refusals.by_reason().filter(|(_, n)| *n > 0).map(|(r, _)| r).collect();
-    assert_eq!(reasons, vec![Refusal::NotMember, Refusal::ForeignBallot]);
+    assert_eq!(reasons, vec![Refusal::NotMember, Refusal::BallotTooFar]);
+}
+
+#[test]
+fn an_accept_whose_ballot_names_no_voter_is_refused() {
+    let mut cluster = Cluster::new(3);
+    let now = cluster.now;
+    let node = cluster.nodes.get_mut(&NodeId(1)).unwrap().as_mut().unwrap();
+    let pvalue = PValue { ballot: ballot(2, 7), slot: 0, value: Value::Noop };
+    node.handle_message(now, NodeId(2), Message::Accept { pvalue, decided_upto: 0 });
+    let status = node.status();
+    assert_eq!(status.refusals.last.map(|(reason, ..)| reason), Some(Refusal::ForeignBallot));
+    assert!(node.take_ready().persist.is_empty(), "no vote for a ballot no voter owns");
+}
+
+/// Simulator seed 12 (with membership changes): n5 led with ballot 4.5, the highest ever,
+/// until the configuration that removed it came into force. Every node's highest ballot,
+/// and so every heartbeat, then named n5, which no configuration held counted as a voter
+/// any more: every heartbeat was refused, no node heard a majority, and no leader was
+/// ever elected again. A ballot a peer reports having seen may name a voter removed
+/// since; only a ballot a peer acts with (Prepare, Accept, handover) must be a voter's.
+#[test]
+fn a_heartbeat_reporting_the_ballot_of_a_voter_removed_since_is_heard() {
+    let mut cluster = Cluster::new(3);
+    let now = cluster.now;
+    let node = cluster.nodes.get_mut(&NodeId(1)).unwrap().as_mut().unwrap();
+    let status = Heartbeat {
+        ballot_max: ballot(4, 5),
+        leader: Some(ballot(4, 5)),
+        quorum_connected: false,
+        happy: false,
+        ..Heartbeat::default()
+    };
+    node.handle_message(now, NodeId(2), Message::HeartbeatReply { round: 1, status });
+    let status = node.status();
+    assert_eq!(status.refusals.total(), 0, "{:?}", status.refusals);
+    assert_eq!(status.ballot_max, ballot(4, 5), "the next leader picks a ballot above it");
 }
 
 #[test]

@@ -97,17 +97,13 @@ impl<W: Workload> World<W> {
         let status = node.status();
         let became_leader = status.is_leader && !slot.was_leader;
         slot.was_leader = status.is_leader;
-        let lies = status
-            .refusals
-            .by_reason()
-            .filter(|(r, _)| *r != Refusal::NotMember)
-            .map(|(_, n)| n)
-            .sum::<u64>();
-        if let Some((reason, from, kind)) =
-            status.refusals.last.filter(|(r, ..)| lies > 0 && *r != Refusal::NotMember)
-        {
-            // No simulated peer lies, so a refused message is a bug of ours (a message from
-            // a node removed from the group is no lie: it may not know yet).
+        // No simulated peer lies, so a refused message is a bug of ours. But a message from
+        // a node removed from the group, or an outsider, is no lie: it may not know yet. Nor
+        // is a voter's ballot refused by a node that lags behind the voter's promotion.
+        let tolerated = |world: &Self, (reason, from, _): &(Refusal, NodeId, &str)| {
+            *reason == Refusal::NotMember || (*reason == Refusal::ForeignBallot && world.was_voter(*from))
+        };
+        if let Some((reason, from, kind)) = status.refusals.last.filter(|last| !tolerated(self, last)) {
             let reason = reason.name();
             self.fail(Outcome::Safety(format!("n{} refused a {kind} from {from}: {reason}", i + 1)));
         }
@@ -124,11 +120,25 @@ impl<W: Workload> World<W> {
             self.elections.push((now, i));
             self.trace_line(|| format!("n{} becomes the active leader", i + 1));
         }
+        // A node that knows it was removed is in no configuration from its decided prefix
+        // on: no correct leader asks it to vote there (`synod_core::membership`).
+        let removed = self.nodes[i].node.as_ref().is_some_and(Node::is_removed);
         for record in &ready.persist {
-            if let Record::Decided { slot, value } = record {
-                if let Err(violation) = self.safety.on_decided(i, *slot, value, now) {
-                    self.fail(Outcome::Safety(violation));
+            match record {
+                Record::Decided { slot, value } => {
+                    if let Err(violation) = self.safety.on_decided(i, *slot, value, now) {
+                        self.fail(Outcome::Safety(violation));
+                    }
                 }
+                Record::Accepted { pvalue } if removed && pvalue.slot >= status.decided_upto => {
+                    let slot = pvalue.slot;
+                    self.fail(Outcome::Safety(format!(
+                        "n{} voted in slot {slot} although it was removed from the group (decided up to {})",
+                        i + 1,
+                        status.decided_upto
+                    )));
+                }
+                _ => {}
             }
         }
         // The release rule is the core's (`Ready::release_mode`), as in the server. Phase-2a
@@ -316,6 +326,7 @@ impl<W: Workload> World<W> {
         for action in actions {
             match action {
                 ClientAction::Send { node, command } => {
+                    let node = self.route(node);
                     let latency = self.rng_clients.gen_range(0..=self.params.client_latency_max_us);
                     self.trace_line(|| {
                         format!("client {} seq {} -> n{}", command.client_id, command.seq, node + 1)
@@ -360,13 +371,23 @@ impl<W: Workload> World<W> {
                 format!("n{} boots on an empty disk: a new replica, identity {dir_id:x}", i + 1)
             });
         }
+        // A disk that holds nothing starts from the configuration in force as the operator
+        // knows it (as a server is started with the current member list); a disk with a
+        // log replays it on top of the configuration it first started from.
+        if new_replica {
+            if let Some(operator) = &self.operator {
+                self.nodes[i].boot_configuration = Some(operator.in_force.clone());
+            }
+        }
+        let configuration =
+            self.nodes[i].boot_configuration.clone().unwrap_or_else(|| self.configuration.clone());
         let (durable, damaged) = self.nodes[i].disk.recover();
         let local = self.local_now(i);
         let state_machine = self.clients.workload.state_machine();
         let seed = self.node_seed(i);
         let mut node = Node::new(
             NodeId(i as u32 + 1),
-            self.configuration.clone(),
+            configuration,
             self.options.clone(),
             state_machine,
             durable,

@@ -37,6 +37,9 @@ pub(crate) mod stream {
     /// their values), and the storage faults of the run.
     pub const STORAGE_PARAMS: u64 = 9;
     pub const STORAGE: u64 = 10;
+    /// Whether a seed changes its membership, how, and when (`membership`): drawn apart
+    /// so that seeds without membership changes replay the runs they always did.
+    pub const MEMBERSHIP: u64 = 11;
 }
 
 pub(crate) fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -115,6 +118,37 @@ pub struct SwarmParams {
     /// Probability that a disk fault strikes a crashed node before it restarts (during
     /// the fault phase, and only while no other node is damaged: see `World::restart`).
     pub disk_fault: f64,
+    /// Membership changes by the simulated operator (`membership`), if this seed has any.
+    pub membership: Option<MembershipParams>,
+}
+
+/// How the simulated operator changes the membership on a seed that does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipParams {
+    /// Nodes beyond the founding ones: outsiders with empty disks, until the operator
+    /// adds them (each id joins at most once).
+    pub spares: usize,
+    /// Mean time between two of the operator's steps (exponentially distributed).
+    pub interval_mean_us: u64,
+}
+
+impl MembershipParams {
+    /// Draws whether `seed` changes its membership and how (from a stream of its own).
+    /// Half the seeds do; with a planted bug only the `reconfig-no-overlap` hunt does,
+    /// always, so that the other hunts keep their runs.
+    pub fn draw(seed: u64, options: &SimOptions, nodes: usize) -> Option<MembershipParams> {
+        let mut rng = rng_for(seed, stream::MEMBERSHIP);
+        let on = match (options.membership, options.bug) {
+            (Some(on), _) => on,
+            (None, Some(bug)) => bug == crate::Bug::ReconfigNoOverlap,
+            (None, None) => rng.gen_bool(0.5),
+        };
+        let hunting = options.bug == Some(crate::Bug::ReconfigNoOverlap);
+        let spares = rng.gen_range(2..=4).min(crate::NODES_MAX - nodes);
+        let interval_max_us = if hunting { 400_000.0 } else { 1_500_000.0 };
+        let interval_mean_us = log_uniform(&mut rng, 50_000.0, interval_max_us) as u64;
+        on.then_some(MembershipParams { spares, interval_mean_us })
+    }
 }
 
 /// Log-uniform in `[lo, hi]`: as many small values as large ones per decade.
@@ -243,6 +277,7 @@ impl SwarmParams {
             crash_after_release,
             crash_late_in_window,
             disk_fault,
+            membership: MembershipParams::draw(seed, options, nodes),
         }
     }
 
@@ -276,6 +311,7 @@ impl SwarmParams {
             crash_after_release: 0.0,
             crash_late_in_window: 0.0,
             disk_fault: 0.0,
+            membership: None,
         }
     }
 }

@@ -37,6 +37,7 @@
 //! | bit flip, unreadable sector | in the synced log: the bad record and the rest of its segment are lost; the node boots damaged | recover from the peers before voting |
 //! | bad or missing checkpoint | the snapshot is gone, and the log below it was compacted; the base batch above survives; the node boots damaged | recover, and get a snapshot from a peer |
 //! | disk replaced | an empty disk and no flag: nothing survives, not even the identity or the damage marker; the node boots as a new replica | recover, from nothing, on its own |
+//! | membership changes | on half the seeds, a simulated operator asks the leader to add spares as learners and promote them, remove voters (the leader after a handover), and replace a voter that died with its disk (`membership`) | any change safe, refusals typed, liveness in the newest configuration |
 //!
 //! **Storage faults are placed so that a majority keeps a good copy of every record**: a
 //! disk fault strikes only a node that is down, and only while no other node is damaged
@@ -50,7 +51,8 @@
 //! always on, frequent and short, so that the bug shows within a few hundred seeds. The
 //! `vote-while-recovering` hunt also strikes most restarts with a disk fault and crashes
 //! its pivots right after their vote left, so that the vote a disk fault takes back was
-//! one that counted.
+//! one that counted. The `reconfig-no-overlap` hunt always changes the membership, and
+//! often; the other hunts never do, so that they keep the runs they were tuned on.
 //!
 //! ## Link models (seed 002)
 //!
@@ -81,11 +83,16 @@
 //!   workload **money conserved and never negative** ([`synod_check::bank::check_bank`]).
 //! - **core assertions**: a node that panics (an invariant of the core broke) ends the
 //!   run as a safety violation with the panic message.
+//! - **membership**: a node that says it was removed leads nothing and votes in no slot
+//!   from its decided prefix on; agreement and replica consistency cover learners, removed
+//!   nodes and outsiders alike.
 //! - **liveness**: after the fault phase everything heals (crashed nodes restart, paused
 //!   ones resume, partitions and lossy links go away) and no new operation starts; within
 //!   40 election timeouts every pending operation must complete, every replica must
 //!   reach the same applied prefix and state hash, and every node that recovers from lost
-//!   storage must have its vote back.
+//!   storage must have its vote back. With membership changes, the replicas are the
+//!   voters and learners of the newest configuration (a dead member comes back on a new
+//!   disk; removed nodes and unused spares are left out).
 //!
 //! ## Replaying a seed
 //!
@@ -109,7 +116,8 @@
 //! torn writes, damage and the damage marker) · `faults` (swarm parameters, seeds of the random streams) · `clients`
 //! (timeouts, retries, give-ups, the history) · `workload` (register and bank, their
 //! history conventions and checks) · `checkers` (agreement, replica consistency) ·
-//! `trace` (trace hash, readable lines) · `scenarios` (Omni-Paxos partial connectivity).
+//! `trace` (trace hash, readable lines) · `scenarios` (Omni-Paxos partial connectivity) ·
+//! `membership` (the simulated operator) · `membership_scenarios` (scripted changes).
 
 #![forbid(unsafe_code)]
 
@@ -119,6 +127,8 @@ mod clients;
 mod disk;
 mod driver;
 mod faults;
+mod membership;
+mod membership_scenarios;
 mod nemesis;
 mod network;
 mod scenarios;
@@ -134,7 +144,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use catch_up::{run_catch_up, CatchUpReport};
-pub use faults::{FaultRate, SwarmParams};
+pub use faults::{FaultRate, MembershipParams, SwarmParams};
+pub use membership_scenarios::{run_membership_scenario, MembershipReport, MembershipScenario};
+
+/// The most nodes a run has, spares included (`synod_core::VOTERS_MAX` voters at most).
+pub const NODES_MAX: usize = 9;
 pub use network::{LinkParams, Partition};
 pub use scenarios::{run_scenario, Scenario, ScenarioReport};
 
@@ -159,16 +173,22 @@ pub enum Bug {
     /// The leader counts its own vote before it is durable: with Accepts sent early and
     /// decisions released once written, a crash can take back a vote a decision rested on.
     OwnVoteEarly,
+    /// A configuration governs from the slot after its decision instead of `ALPHA` slots
+    /// later (`PlantedBugs::reconfig_at_once`): a leader proposing ahead of its decided
+    /// prefix uses an old configuration where another uses the new one, and their quorums
+    /// need not intersect. Its hunt always changes the membership.
+    ReconfigNoOverlap,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::SkipFsyncBeforeAck,
         Bug::SmallQuorum,
         Bug::StaleBallot,
         Bug::StaleRead,
         Bug::VoteWhileRecovering,
         Bug::OwnVoteEarly,
+        Bug::ReconfigNoOverlap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -179,6 +199,7 @@ impl Bug {
             Bug::StaleRead => "stale-read",
             Bug::VoteWhileRecovering => "vote-while-recovering",
             Bug::OwnVoteEarly => "own-vote-early",
+            Bug::ReconfigNoOverlap => "reconfig-no-overlap",
         }
     }
 }
@@ -255,6 +276,8 @@ pub struct SimOptions {
     pub fault_phase_ms: Option<u64>,
     /// Wall-clock budget of the linearizability checker per history.
     pub check_budget: Duration,
+    /// Membership changes on or off; drawn from the seed when `None` (half the seeds).
+    pub membership: Option<bool>,
 }
 
 impl Default for SimOptions {
@@ -266,6 +289,7 @@ impl Default for SimOptions {
             trace: false,
             fault_phase_ms: None,
             check_budget: Duration::from_secs(3),
+            membership: None,
         }
     }
 }
@@ -347,6 +371,13 @@ pub struct FaultCounts {
     pub checkpoints: u64,
     /// Snapshots nodes installed from their peers (state transfer).
     pub snapshots_installed: u64,
+    /// Membership changes the operator asked for and the leader took (proposed), those
+    /// it refused (`ChangeError`: retried later), and leadership transfers started.
+    pub changes: u64,
+    pub changes_refused: u64,
+    pub transfers: u64,
+    /// The newest configuration epoch any node decided (1: no change).
+    pub epoch: u64,
 }
 
 impl FaultCounts {
@@ -369,6 +400,18 @@ impl FaultCounts {
         self.repairs += other.repairs;
         self.checkpoints += other.checkpoints;
         self.snapshots_installed += other.snapshots_installed;
+        self.changes += other.changes;
+        self.changes_refused += other.changes_refused;
+        self.transfers += other.transfers;
+        self.epoch = self.epoch.max(other.epoch);
+    }
+
+    /// The membership counters, for one line of output.
+    pub fn membership_summary(&self) -> String {
+        format!(
+            "changes={} refused={} transfers={} epoch={}",
+            self.changes, self.changes_refused, self.transfers, self.epoch
+        )
     }
 
     /// The storage counters, for one line of output.
@@ -394,6 +437,10 @@ pub struct SimReport {
     pub nodes: usize,
     pub workload: WorkloadKind,
     pub bug: Option<Bug>,
+    /// The operator changed the membership in this run (`membership`), with this many
+    /// spare nodes beyond `nodes`.
+    pub membership: bool,
+    pub spares: usize,
     pub outcome: Outcome,
     /// A hash of every processed event (time, kind, node, message bytes): equal for
     /// equal runs.
@@ -415,8 +462,13 @@ impl SimReport {
     pub fn summary(&self) -> String {
         let bug = self.bug.map(|b| format!(" bug={b}")).unwrap_or_default();
         let unknown = if self.linearizability_unknown { " lin=unknown" } else { "" };
+        let membership = if self.membership {
+            format!(" membership spares={} {}", self.spares, self.faults.membership_summary())
+        } else {
+            String::new()
+        };
         format!(
-            "seed={} nodes={} workload={}{bug} events={} simulated={:.1}s ops ok={} fail={} info={}{unknown} crashes={} pauses={} partitions={} {} trace={:016x} wall={:.0}ms {}",
+            "seed={} nodes={} workload={}{bug}{membership} events={} simulated={:.1}s ops ok={} fail={} info={}{unknown} crashes={} pauses={} partitions={} {} trace={:016x} wall={:.0}ms {}",
             self.seed,
             self.nodes,
             self.workload,
@@ -497,6 +549,9 @@ pub fn replay_flags(options: &SimOptions) -> String {
     }
     if let Some(ms) = options.fault_phase_ms {
         flags.push_str(&format!(" --fault-phase-ms {ms}"));
+    }
+    if let Some(on) = options.membership {
+        flags.push_str(if on { " --membership on" } else { " --membership off" });
     }
     flags
 }

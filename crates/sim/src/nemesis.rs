@@ -143,6 +143,11 @@ impl<W: Workload> World<W> {
         if (0..self.nodes.len()).any(|j| j != i && self.nodes[j].disk.damaged()) {
             return;
         }
+        // A node the operator took out of service lost its disk for good: until the run
+        // ends, no other disk may fail (its copies may be the only ones left besides it).
+        if self.operator.as_ref().is_some_and(|o| o.retired_any()) {
+            return;
+        }
         let fault = *DiskFault::ALL.choose(&mut self.rng_storage).expect("three kinds");
         if !self.nodes[i].disk.strike(fault, &mut self.rng_storage) {
             return; // Nothing there to damage (an empty log, no checkpoint).
@@ -157,9 +162,9 @@ impl<W: Workload> World<W> {
 
     pub(crate) fn nemesis(&mut self, ev: Ev<Cmd<W>>) {
         let n = self.nodes.len();
-        let down = self
-            .nodes
-            .iter()
+        let down = (0..n)
+            .filter(|&i| !self.is_out(i))
+            .map(|i| &self.nodes[i])
             .filter(|s| s.node.is_none() || s.paused.is_some() || s.crash_trap.is_some())
             .count();
         match ev {
@@ -236,7 +241,10 @@ impl<W: Workload> World<W> {
                 }
             }
             Ev::Restart { node, incarnation } => {
-                if self.nodes[node].node.is_none() && self.nodes[node].incarnation == incarnation {
+                if self.nodes[node].node.is_none()
+                    && self.nodes[node].incarnation == incarnation
+                    && !self.is_retired(node)
+                {
                     self.restart(node);
                 }
             }
@@ -259,8 +267,12 @@ impl<W: Workload> World<W> {
         self.phase = Phase::Heal;
         self.trace_line(|| "phase: heal (restart, resume, reconnect; links reliable)".to_string());
         self.pivot = None;
+        self.revive_members();
         for i in 0..self.nodes.len() {
             self.nodes[i].crash_trap = None;
+            if self.is_out(i) || self.is_retired(i) {
+                continue; // An unused spare, or a node removed from the group.
+            }
             if self.nodes[i].node.is_none() {
                 self.restart(i);
             } else if self.nodes[i].paused.is_some() {

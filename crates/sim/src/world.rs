@@ -73,6 +73,8 @@ pub(crate) enum Ev<C> {
         token: u64,
     },
     Check,
+    /// The simulated operator's next step (`membership`).
+    Operator,
     EndFaults,
     /// The phase must be over by now: `Setup` for the setup's bound, `Heal` for the
     /// liveness bound (which covers the final operation too).
@@ -160,6 +162,9 @@ pub(crate) struct NodeSlot<S: StateMachine> {
     /// installing a snapshot, so an equal key means an equal state and the hash (a walk
     /// over the whole state) need not be computed again.
     pub(crate) state_hash_at: Option<(u32, u64, u64, u64)>,
+    /// The configuration the node was first started with on an empty disk, if not the
+    /// founding one (a spare, or a replaced disk): its log replays on top of it.
+    pub(crate) boot_configuration: Option<Configuration>,
 }
 
 /// An armed crash (see `NodeSlot::crash_trap`).
@@ -234,6 +239,8 @@ pub(crate) struct World<W: Workload> {
     /// Scenarios script their own faults and never heal on their own.
     pub(crate) auto_heal: bool,
     pub(crate) check_budget: std::time::Duration,
+    /// The simulated operator, on seeds that change their membership.
+    pub(crate) operator: Option<crate::membership::Operator>,
 }
 
 thread_local! {
@@ -274,8 +281,10 @@ impl<W: Workload> World<W> {
         workload: W,
         auto_heal: bool,
     ) -> World<W> {
-        let n = params.nodes;
-        let configuration = Configuration::new((1..=n as u32).map(NodeId).collect());
+        let founding = params.nodes;
+        let spares = params.membership.map_or(0, |m| m.spares);
+        let n = founding + spares;
+        let configuration = Configuration::new((1..=founding as u32).map(NodeId).collect());
         let mut rng_clock = rng_for(seed, stream::CLOCK);
         let nodes = (0..n)
             .map(|_| {
@@ -297,6 +306,7 @@ impl<W: Workload> World<W> {
                     snapshots_seen: 0,
                     persisted_told: 0,
                     state_hash_at: None,
+                    boot_configuration: None,
                 }
             })
             .collect();
@@ -306,6 +316,8 @@ impl<W: Workload> World<W> {
             timeout_us: params.client_timeout_us,
             give_up_us: params.give_up_us,
         };
+        let params_membership = params.membership;
+        let configuration_copy = configuration.clone();
         World {
             seed,
             now_us: 0,
@@ -341,6 +353,8 @@ impl<W: Workload> World<W> {
             elections: Vec::new(),
             auto_heal,
             check_budget: options.check_budget,
+            operator: params_membership
+                .map(|m| crate::membership::Operator::new(seed, m, founding, configuration_copy)),
         }
     }
 
@@ -371,7 +385,7 @@ impl<W: Workload> World<W> {
             stale_ballot: self.bug == Some(Bug::StaleBallot),
             stale_read: self.bug == Some(Bug::StaleRead),
             own_vote_early: self.bug == Some(Bug::OwnVoteEarly),
-            reconfig_at_once: false,
+            reconfig_at_once: self.bug == Some(Bug::ReconfigNoOverlap),
         }
     }
 
@@ -382,9 +396,10 @@ impl<W: Workload> World<W> {
         )
     }
 
-    /// Boots every node and starts the setup (or, without one, the fault phase).
+    /// Boots every founding node (spares wait for the operator) and starts the setup (or,
+    /// without one, the fault phase).
     pub(crate) fn start(&mut self) {
-        for i in 0..self.nodes.len() {
+        for i in 0..self.params.nodes {
             self.boot(i);
         }
         self.push(CHECK_INTERVAL_US, Ev::Check);
@@ -414,6 +429,10 @@ impl<W: Workload> World<W> {
         if let Some(rate) = self.params.partition {
             let at = self.now_us + rate.next_interval(&mut self.rng_nemesis);
             self.push(at, Ev::Partition);
+        }
+        if let Some(operator) = self.operator.as_mut().filter(|o| !o.scripted) {
+            let at = self.now_us + operator.next_interval();
+            self.push(at, Ev::Operator);
         }
         if self.auto_heal {
             self.push(self.now_us + self.params.fault_phase_us, Ev::EndFaults);
@@ -526,6 +545,14 @@ impl<W: Workload> World<W> {
                 self.check();
                 self.push(now + CHECK_INTERVAL_US, Ev::Check);
             }
+            Ev::Operator => {
+                self.trace.event(now, kind::NEMESIS, 1, &[]);
+                if self.phase == Phase::Faults {
+                    self.operator_step();
+                    let at = now + self.operator.as_mut().expect("scheduled only with one").next_interval();
+                    self.push(at, Ev::Operator);
+                }
+            }
             Ev::EndFaults => {
                 self.trace.event(now, kind::PHASE, 0, &[]);
                 self.heal_all();
@@ -583,11 +610,19 @@ impl<W: Workload> World<W> {
                 return;
             }
         }
+        if let Err(violation) = self.check_membership() {
+            self.fail(Outcome::Safety(violation));
+            return;
+        }
         // Converged also means repaired: with every member up and connected, a node that
         // recovers from lost storage must get its vote back (`synod_core::recovery`).
-        let converged = states.len() == self.nodes.len()
-            && self.nodes.iter().all(|s| s.paused.is_none())
-            && self.nodes.iter().all(|s| s.node.as_ref().is_some_and(|n| !n.is_recovering()))
+        // Members are the voters and learners of the newest configuration: outsiders and
+        // removed nodes need not keep up.
+        let members = self.members();
+        let states: Vec<_> = states.into_iter().filter(|(i, ..)| members.contains(i)).collect();
+        let converged = states.len() == members.len()
+            && members.iter().all(|&i| self.nodes[i].paused.is_none())
+            && members.iter().all(|&i| self.nodes[i].node.as_ref().is_some_and(|n| !n.is_recovering()))
             && states.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2));
         match self.phase {
             Phase::Heal if converged && self.clients.idle() => match self.clients.workload.final_op() {
@@ -609,11 +644,20 @@ impl<W: Workload> World<W> {
             .map(|i| match self.status(i) {
                 None => format!("n{} down", i + 1),
                 Some(s) => format!(
-                    "n{} applied {} leader {} ballot {}{}{}{}",
+                    "n{} applied {} leader {} ballot {}{}{}{}{}",
                     i + 1,
                     s.applied_upto,
                     s.leader.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
                     s.ballot_max,
+                    match &self.operator {
+                        Some(_) => format!(
+                            " epoch {}/{}{}",
+                            s.epoch,
+                            s.latest_epoch,
+                            if s.quorum_connected { "" } else { " not-quorum-connected" }
+                        ),
+                        None => String::new(),
+                    },
                     if s.is_leader { " LEADING" } else { "" },
                     if self.nodes[i].paused.is_some() { " paused" } else { "" },
                     match s.recovery {
@@ -637,8 +681,9 @@ impl<W: Workload> World<W> {
             ),
         };
         format!(
-            "{when}: {}{}",
+            "{when}: {}{}{}",
             statuses.join(", "),
+            self.describe_membership(),
             if pending.is_empty() { String::new() } else { format!("; pending: {pending}") }
         )
     }
@@ -656,9 +701,11 @@ impl<W: Workload> World<W> {
         }
         SimReport {
             seed: self.seed,
-            nodes: self.nodes.len(),
+            nodes: self.params.nodes,
             workload: self.params.workload,
             bug: self.bug,
+            membership: self.operator.is_some(),
+            spares: self.nodes.len() - self.params.nodes,
             outcome: self.failure.take().unwrap_or(Outcome::Ok),
             trace_hash: self.trace.hash(),
             events: self.events,

@@ -64,3 +64,12 @@ fn vote_while_recovering_is_caught() {
 fn own_vote_early_is_caught() {
     assert_caught(Bug::OwnVoteEarly);
 }
+
+/// A configuration governs from the slot after its decision instead of `ALPHA` slots
+/// later: a leader proposing ahead of its decided prefix sends a slot's Accepts to the
+/// old configuration while another leader uses the new one, and two values are chosen.
+/// Its hunt always changes the membership.
+#[test]
+fn reconfig_no_overlap_is_caught() {
+    assert_caught(Bug::ReconfigNoOverlap);
+}

@@ -1,13 +1,24 @@
 //! Every failure the simulator found becomes a named test with its seed (replay with
 //! `synod sim --seed N`). Seeds name runs of this simulator version: if the simulator
 //! changes how it draws, a seed may stop reproducing, and the test then guards nothing
-//! until a new seed is found; the trace in the test's doc says what to look for.
+//! until a new seed is found; the trace in the test's doc says what to look for. Seeds
+//! found before the simulator changed membership replay with membership changes off
+//! (`--membership off`), the scenario they were found in.
 
 use synod_sim::{run_seed, Outcome, SimOptions};
 
 fn passes(seed: u64) {
+    passes_with(seed, false);
+}
+
+/// Seeds found with membership changes replay with them on (`--membership on`).
+fn passes_with_membership(seed: u64) {
+    passes_with(seed, true);
+}
+
+fn passes_with(seed: u64, membership: bool) {
     synod_sim::quiet_panics();
-    let report = run_seed(seed, &SimOptions::default());
+    let report = run_seed(seed, &SimOptions { membership: Some(membership), ..SimOptions::default() });
     assert_eq!(report.outcome, Outcome::Ok, "{}", report.summary());
 }
 
@@ -61,4 +72,16 @@ fn a_leader_decides_nothing_on_its_own_vote_before_that_vote_is_durable_seed_100
 #[test]
 fn a_follower_that_promised_a_new_leader_grants_the_old_one_no_lease_seed_1002989() {
     passes(1_002_989);
+}
+
+/// Five nodes and four spares, membership changes on. n4 leads and the group removes n5;
+/// before that change comes into force, n5 takes over with ballot 4.5, the highest ever,
+/// and steps down once it no longer votes. Every node's highest ballot now names n5,
+/// which no configuration held counts as a voter: every heartbeat was refused as naming
+/// a foreign ballot, no node heard a majority, and no leader was elected again
+/// (liveness). A ballot reported as seen may now name a voter removed since
+/// (`synod_core::node::validate`).
+#[test]
+fn a_removed_leaders_ballot_in_every_heartbeat_does_not_silence_the_group_seed_12() {
+    passes_with_membership(12);
 }

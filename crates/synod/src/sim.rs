@@ -34,9 +34,14 @@ pub struct SimArgs {
     #[arg(long)]
     workload: Option<WorkloadKind>,
     /// Plant a bug the checkers must catch: skip-fsync-before-ack (alias skip-persist),
-    /// small-quorum, stale-ballot, stale-read or vote-while-recovering.
+    /// small-quorum, stale-ballot, stale-read, vote-while-recovering, own-vote-early or
+    /// reconfig-no-overlap (a configuration governs at once, not ALPHA slots later).
     #[arg(long)]
     bug: Option<Bug>,
+    /// Membership changes by the simulated operator: on or off (default: drawn per seed,
+    /// half the seeds; with --bug, on only for reconfig-no-overlap).
+    #[arg(long, value_parser = parse_on_off)]
+    membership: Option<bool>,
     /// Length of the fault phase in simulated milliseconds (default: drawn per seed).
     #[arg(long)]
     fault_phase_ms: Option<u64>,
@@ -62,6 +67,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         workload: args.workload,
         bug: args.bug,
         fault_phase_ms: args.fault_phase_ms,
+        membership: args.membership,
         ..SimOptions::default()
     };
     if let Some(scenario) = &args.scenario {
@@ -74,6 +80,14 @@ pub fn run(args: SimArgs) -> ExitCode {
             eprintln!("synod sim: give --seed N, --seeds N or --scenario NAME");
             ExitCode::from(64)
         }
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
     }
 }
 
@@ -215,7 +229,7 @@ fn run_many(first: u64, count: u64, options: &SimOptions, args: &SimArgs) -> Exi
     } else {
         let bug = options.bug.map(|b| format!(" with planted bug {b}")).unwrap_or_default();
         println!(
-            "{} seeds{bug} in {:.1}s: {} events ({:.0} events/s), {:.0}s simulated, {:.0} seeds/minute; ops ok={} fail={} info={}; crashes={} pauses={} partitions={}; linearizability unknown={}\nstorage: {}",
+            "{} seeds{bug} in {:.1}s: {} events ({:.0} events/s), {:.0}s simulated, {:.0} seeds/minute; ops ok={} fail={} info={}; crashes={} pauses={} partitions={}; linearizability unknown={}\nstorage: {}\nmembership: {}",
             totals.seeds_run,
             wall.as_secs_f64(),
             totals.events,
@@ -230,6 +244,7 @@ fn run_many(first: u64, count: u64, options: &SimOptions, args: &SimArgs) -> Exi
             totals.faults.partitions,
             totals.linearizability_unknown,
             totals.faults.storage_summary(),
+            totals.faults.membership_summary(),
         );
         match first_failure {
             None => println!("ok"),

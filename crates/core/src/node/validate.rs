@@ -14,14 +14,15 @@
 use super::Node;
 use crate::message::Message;
 use crate::state_machine::StateMachine;
-use crate::types::{Ballot, NodeId, PValue, Slot, SLOT_MAX};
+use crate::types::{Ballot, NodeId, Slot, SLOT_MAX};
 
 /// Why a message from a peer was refused. Each refusal leaves the node's state as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Refusal {
     /// The sender is a member of no configuration in force, or claims to be this node.
     NotMember,
-    /// A ballot names a node that is not a member.
+    /// A Prepare, Accept or handover whose ballot names a node that is a voter of no
+    /// configuration held (reports of ballots seen may name a voter removed since).
     ForeignBallot,
     /// A ballot lies more than `Ballot::ROUND_JUMP_MAX` rounds above every ballot known.
     BallotTooFar,
@@ -111,7 +112,7 @@ impl<S: StateMachine> Node<S> {
         };
         match message {
             Message::Prepare { ballot, from_slot } => {
-                self.plausible(*ballot)?;
+                self.plausible_claim(*ballot)?;
                 owned_by(*ballot, from)?;
                 slot(*from_slot)
             }
@@ -123,7 +124,8 @@ impl<S: StateMachine> Node<S> {
                 // every vote after them, so no restart moves it back below.
                 let horizon = decided_upto.saturating_add(self.options.slots_ahead_max());
                 for pvalue in accepted {
-                    self.plausible_pvalue(pvalue)?;
+                    self.plausible(pvalue.ballot)?;
+                    slot(pvalue.slot)?;
                     if pvalue.ballot > *ballot || pvalue.slot >= horizon {
                         return Err(Refusal::Inconsistent); // It promised our ballot: nothing above.
                     }
@@ -137,7 +139,8 @@ impl<S: StateMachine> Node<S> {
                 Ok(())
             }
             Message::Accept { pvalue, decided_upto } => {
-                self.plausible_pvalue(pvalue)?;
+                self.plausible_claim(pvalue.ballot)?;
+                slot(pvalue.slot)?;
                 owned_by(pvalue.ballot, from)?;
                 slot(*decided_upto)
             }
@@ -172,7 +175,7 @@ impl<S: StateMachine> Node<S> {
                 Ok(())
             }
             Message::TimeoutNow { ballot } => {
-                self.plausible(*ballot)?;
+                self.plausible_claim(*ballot)?;
                 owned_by(*ballot, from)
             }
             Message::Forward { .. } | Message::SnapshotRequest { .. } => Ok(()),
@@ -186,25 +189,32 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    /// A ballot a peer may report: the zero ballot ("none"), or one of a member's that
-    /// lies within `Ballot::ROUND_JUMP_MAX` rounds of the highest ballot we know.
+    /// A ballot a peer acts with (a Prepare, an Accept, a handover): one of a voter's that
+    /// is plausible (below). Only a voter of a configuration held may lead.
+    fn plausible_claim(&self, ballot: Ballot) -> Result<(), Refusal> {
+        if !self.replica.membership().knows_voter(ballot.leader) {
+            return Err(Refusal::ForeignBallot);
+        }
+        self.plausible(ballot)
+    }
+
+    /// A ballot a peer reports having seen (its highest ballot, the leader it follows, the
+    /// promise a Nack names, the ballot of a vote a Promise reports): the zero ballot
+    /// ("none"), or one that lies within `Ballot::ROUND_JUMP_MAX` rounds of the highest
+    /// ballot we know. Its leader may be no voter of any configuration we hold: a voter
+    /// that led and was removed since leaves its ballot in every promise and highest
+    /// ballot it reached, and refusing every report that carries it would leave the group
+    /// unable to hear a majority or to finish phase 1 ever again (PMMC §3.4: a removed
+    /// acceptor's old ballots stay part of the history a new leader must see past).
     fn plausible(&self, ballot: Ballot) -> Result<(), Refusal> {
         if ballot == Ballot::ZERO {
             return Ok(());
-        }
-        if !self.replica.membership().knows_voter(ballot.leader) {
-            return Err(Refusal::ForeignBallot);
         }
         let known = self.election.ballot_max().max(self.acceptor.promised()).max(self.leader.ballot());
         if !ballot.within_reach_of(known) {
             return Err(Refusal::BallotTooFar);
         }
         Ok(())
-    }
-
-    fn plausible_pvalue(&self, pvalue: &PValue<S::Command>) -> Result<(), Refusal> {
-        self.plausible(pvalue.ballot)?;
-        slot(pvalue.slot)
     }
 }
 
