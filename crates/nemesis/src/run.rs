@@ -517,9 +517,10 @@ impl<'a> Run<'a> {
                             match (recovering, logged(NEW_REPLICA_LOG)) {
                                 (true, true) => (true, "came back as a new replica, recovering"),
                                 (false, true) => (true, "came back as a new replica (in its log)"),
-                                (true, false) => {
-                                    (false, "came back voting at once; recovering only once its peers told it to")
-                                }
+                                (true, false) => (
+                                    false,
+                                    "came back voting at once; recovering only once its peers told it to",
+                                ),
                                 (false, false) => (false, "came back voting at once, not as a new replica"),
                             }
                         };

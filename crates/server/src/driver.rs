@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synod_core::{
-    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, ReleaseMode, Released,
-    StateMachine, Status, Time,
+    Change, ChangeError, ClientId, Command, Configuration, Message, Node, NodeId, Output, Persisted, Ready,
+    Rejection, ReleaseMode, Released, StateMachine, Status, Time,
 };
 use synod_storage::Storage;
 use tokio::sync::oneshot;
@@ -51,6 +51,19 @@ pub enum Input<S: StateMachine> {
     /// A linearizable read under the leader's lease (C6); `None` back means "no lease
     /// here: order the read through the log".
     ReadLease(S::Command, oneshot::Sender<Option<S::Output>>),
+    /// Propose a membership change (`Node::reconfigure`); the reply says whether it was
+    /// proposed, and the epoch it will have once decided (watch `DriverStats::latest`).
+    Reconfigure {
+        change: Change,
+        force: bool,
+        reply: oneshot::Sender<Result<u64, ChangeError>>,
+    },
+    /// Hand the leadership to `to`, or to the most caught-up voter in force (`None`); the
+    /// reply names the target.
+    TransferLeader {
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, ChangeError>>,
+    },
     /// Stop after persisting and releasing what is in hand.
     Shutdown,
 }
@@ -64,6 +77,12 @@ pub struct DriverStats {
     pub turns: u64,
     pub commands_applied: u64,
     pub waiters: usize,
+    /// The configuration governing the next undecided slot, and the newest decided (the
+    /// same one unless a change is on its way to taking force).
+    pub configuration: Option<Configuration>,
+    pub latest_configuration: Option<Configuration>,
+    /// This node is in no configuration in force: the group removed it.
+    pub removed: bool,
 }
 
 pub struct Driver<S: StateMachine> {
@@ -190,9 +209,43 @@ impl<S: StateMachine> Driver<S> {
                     let _ = reply.send(None);
                 }
             }
+            Input::Reconfigure { change, force, reply } => {
+                let epoch = self.node.latest_configuration().epoch + 1;
+                let result = self.node.reconfigure(now, change, force).map(|()| epoch);
+                let _ = reply.send(result);
+            }
+            Input::TransferLeader { to, reply } => {
+                let to = to.or_else(|| self.transfer_target());
+                let result = match to {
+                    Some(to) => self.node.transfer_leadership(now, to).map(|()| to),
+                    None => Err(ChangeError::BadTransferTarget {
+                        id: self.node.id(),
+                        reason: "no other voter in force answers",
+                    }),
+                };
+                let _ = reply.send(result);
+            }
             Input::Shutdown => return true,
         }
         false
+    }
+
+    /// The voter in force, other than this node, that lags least as last heard: the best
+    /// candidate to take the leadership over at once.
+    fn transfer_target(&self) -> Option<NodeId> {
+        let me = self.node.id();
+        let voters_in_force = |id: NodeId| {
+            id != me
+                && self.node.configuration().is_voter(id)
+                && self.node.latest_configuration().is_voter(id)
+        };
+        let status = self.node.status_at(self.now());
+        status
+            .peers
+            .iter()
+            .filter(|p| voters_in_force(p.id))
+            .max_by_key(|p| (p.decided_upto, std::cmp::Reverse(p.heard_us_ago)))
+            .map(|p| p.id)
     }
 
     /// Persists and releases one `Ready`; returns the lsn through which every record is
@@ -309,6 +362,15 @@ impl<S: StateMachine> Driver<S> {
         stats.turns += 1;
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();
+        // Configurations change rarely: cloned only when their epochs move.
+        let epochs = (self.node.configuration().epoch, self.node.latest_configuration().epoch);
+        if stats.configuration.as_ref().map(|c| c.epoch) != Some(epochs.0)
+            || stats.latest_configuration.as_ref().map(|c| c.epoch) != Some(epochs.1)
+        {
+            stats.configuration = Some(self.node.configuration().clone());
+            stats.latest_configuration = Some(self.node.latest_configuration().clone());
+        }
+        stats.removed = self.node.is_removed();
         synced.then_some(lsn)
     }
 }
