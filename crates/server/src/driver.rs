@@ -167,16 +167,20 @@ impl<S: StateMachine> Driver<S> {
                 self.node.handle_timeout(now);
             }
             // One Ready for the whole turn: its commands share one batch and one sync.
-            let mut ready = self.node.take_ready();
-            for _ in 0..READIES_PER_TURN_MAX {
+            let mut ready = Some(self.node.take_ready());
+            let mut readies = 0;
+            // A Ready is taken only to be persisted in this turn: one taken and dropped
+            // would lose its records, and a later `Persisted::through` would claim them
+            // durable (and a one-voter cluster would wait forever for its own votes).
+            while let Some(taken) = ready.take() {
+                readies += 1;
                 // Once synced, our own votes count (`Node::handle_persisted`): with a quorum
                 // of one, or a peer's vote already in, that decides a slot at once.
-                let Some(lsn) = self.persist_and_release(ready) else { break };
+                let Some(lsn) = self.persist_and_release(taken) else { break };
                 self.node.handle_persisted(self.now(), Persisted::through(lsn));
-                if !self.node.has_ready() {
-                    break;
+                if readies < READIES_PER_TURN_MAX && self.node.has_ready() {
+                    ready = Some(self.node.take_ready());
                 }
-                ready = self.node.take_ready();
             }
             if stop {
                 tracing::info!("protocol thread stopped");
