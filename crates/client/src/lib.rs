@@ -275,6 +275,34 @@ impl Client {
         self.call::<(), _>(Method::GET, "/v1/status", &[], None, None).await
     }
 
+    /// The configurations in force and decided, the leader, and each learner's lag.
+    pub async fn members(&self) -> Result<MembersResponse, Error> {
+        self.call::<(), _>(Method::GET, "/v1/members", &[], None, None).await
+    }
+
+    /// Admits a new member as a learner; answers once the change is decided. A node that
+    /// does not lead sends the call on to the leader (HTTP 307, followed here).
+    pub async fn add_member(&self, request: &AddMemberRequest) -> Result<MemberChangeResponse, Error> {
+        self.call(Method::POST, "/v1/members", &[], Some(request), None).await
+    }
+
+    /// Makes a caught-up learner a voter.
+    pub async fn promote_member(&self, id: u32) -> Result<MemberChangeResponse, Error> {
+        self.call::<(), _>(Method::POST, &format!("/v1/members/{id}/promote"), &[], None, None).await
+    }
+
+    /// Removes a member (`force`: even if the voters heard lately would be no majority
+    /// after it). Removing the leader hands its leadership over first.
+    pub async fn remove_member(&self, id: u32, force: bool) -> Result<MemberChangeResponse, Error> {
+        let query = if force { vec![("force", "true".to_string())] } else { vec![] };
+        self.call::<(), _>(Method::DELETE, &format!("/v1/members/{id}"), &query, None, None).await
+    }
+
+    /// Hands the leadership to `to` (or the most caught-up voter).
+    pub async fn transfer_leader(&self, to: Option<u32>) -> Result<TransferLeaderResponse, Error> {
+        self.call(Method::POST, "/v1/leader/transfer", &[], Some(&TransferLeaderRequest { to }), None).await
+    }
+
     /// Asks any node who leads and prefers that endpoint from now on.
     pub async fn discover_leader(&self) -> Result<Option<String>, Error> {
         let status = self.status().await?;

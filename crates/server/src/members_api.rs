@@ -232,9 +232,12 @@ pub async fn add(
         return ApiError::unavailable("starting", "the node is starting").into_response();
     };
     let address = crate::assembly::member_address(&request.peer_addr, Some(&request.http_addr));
+    let admitted = latest.learners.iter().find(|l| latest.addresses.get(l) == Some(&address)).map(|l| l.0);
     let id = match request.id {
         Some(0) => return ApiError::bad_request("member ids start at 1").into_response(),
         Some(id) => id,
+        // A retried join without an id: the learner at these addresses is the one asking.
+        None if admitted.is_some() => admitted.expect("checked"),
         // Above every id this configuration knows: an id is never handed out twice while
         // its holder is a member. (A removed member's id may come back: its data directory
         // is gone, and a new one recovers before it takes part.)
