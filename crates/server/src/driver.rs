@@ -374,7 +374,9 @@ impl<S: StateMachine> Driver<S> {
             stats.configuration = Some(self.node.configuration().clone());
             stats.latest_configuration = Some(self.node.latest_configuration().clone());
         }
-        stats.removed = self.node.is_removed();
+        // Removed once the removal is decided: the node may never see it in force, since
+        // the group stops sending it decisions once it is (a removed member is refused).
+        stats.removed = self.node.is_removed() || !self.node.latest_configuration().is_member(self.node.id());
         synced.then_some(lsn)
     }
 }

@@ -88,6 +88,9 @@ fn refused(state: &AppState, uri: &str, error: ChangeError) -> Response {
 /// 307 to the same URL at the leader, whose HTTP endpoint the configuration names; 503 if
 /// no leader is known (or it serves no HTTP).
 fn not_leader(state: &AppState, uri: &str, leader: Option<u32>) -> Response {
+    // Elected but not active yet (phase 1 waits out the old leader's leases): no redirect
+    // to ourselves, a moment's wait instead.
+    let leader = leader.filter(|l| *l != state.info.node);
     match leader.and_then(|l| state.member_http(l).map(|http| (l, http))) {
         Some((leader, http)) => {
             let location = format!("{http}{uri}");
