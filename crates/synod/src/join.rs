@@ -14,11 +14,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use synod_client::api::{AddMemberRequest, MemberChangeResponse};
-use synod_client::{Client, Options};
+use synod_client::{Client, Error, Options};
 use synod_server::config::{Config, Joined, MemberConfig};
 
 /// The file in the data directory that remembers how this node joined.
 const JOINED_FILE: &str = "JOINED";
+
+/// How long a join waits for another change to take force before it gives up.
+const CHANGE_IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What `JOINED` holds: enough to start again as the node that was admitted.
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,8 +93,20 @@ async fn ask(joining: &Joining<'_>) -> Result<JoinedFile, String> {
         http_addr: joining.http_addr.to_string(),
         cluster: joining.cluster.map(str::to_string),
     };
-    let answer: MemberChangeResponse =
-        client.add_member(&request).await.map_err(|e| format!("the cluster did not admit this node: {e}"))?;
+    // Another change (another node joining, say) may be taking force: one change at a
+    // time, so wait for it, a bounded while.
+    let deadline = std::time::Instant::now() + CHANGE_IN_FLIGHT_WAIT;
+    let answer: MemberChangeResponse = loop {
+        match client.add_member(&request).await {
+            Ok(answer) => break answer,
+            Err(Error::Rejected { code, .. })
+                if code == "change_in_flight" && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(format!("the cluster did not admit this node: {error}")),
+        }
+    };
     let latest = &answer.members.latest;
     tracing::info!(
         node = answer.id,

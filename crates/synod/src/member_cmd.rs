@@ -117,9 +117,10 @@ fn fail(error: Error) -> ExitCode {
 }
 
 pub async fn member(command: MemberCmd, endpoints: Endpoints) -> ExitCode {
-    // Changes are not retried blindly on another node: one attempt per endpoint.
-    let options = Options { attempts_max: endpoints.endpoints.len().max(2) as u32, ..Options::default() };
-    let c = Client::new(endpoints.endpoints.clone(), options);
+    // A 503 (no leader for a moment, as while the leadership is handed over) is retried
+    // with backoff; a refusal (4xx) is not, and a change retried after an unknown outcome
+    // is refused as not_applicable if the first attempt took.
+    let c = Client::new(endpoints.endpoints.clone(), Options::default());
     let json = endpoints.json;
     let result = match command {
         MemberCmd::List => c.members().await.map(|r| print(json, &r, describe)),
