@@ -20,6 +20,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+
+/// The `synod` the servers run: `SYNOD_TEST_BIN` if set (a release build, for
+/// measurements), else the one cargo built for these tests.
+pub fn synod_bin() -> String {
+    std::env::var("SYNOD_TEST_BIN").unwrap_or_else(|_| SYNOD.to_string())
+}
 /// The servers' default election timeout; the deadlines below are multiples of it.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
 /// The servers' default `request_timeout_ms`: a call not applied by then answers 503.
@@ -283,7 +289,7 @@ impl Cluster {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} is already running", node.id);
         let log = OpenOptions::new().create(true).append(true).open(&node.log).expect("open the node's log");
-        let mut command = Command::new(SYNOD);
+        let mut command = Command::new(synod_bin());
         if let Some(nofile) = node.nofile {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
