@@ -71,9 +71,17 @@ pub(crate) fn view(configuration: &Configuration) -> ConfigurationView {
 /// Why a change was refused, as the API says it. Exhaustive: a new [`ChangeError`] cannot
 /// reach an operator without a status and a stable code.
 fn refused(state: &AppState, uri: &str, error: ChangeError) -> Response {
-    let message = error.to_string();
-    let (status, code) = match error {
-        ChangeError::NotLeader { leader } => return not_leader(state, uri, leader.map(|l| l.0)),
+    if let ChangeError::NotLeader { leader } = error {
+        return not_leader(state, uri, leader.map(|l| l.0));
+    }
+    let (status, code) = status_and_code(&error);
+    ApiError::new(status, code, error.to_string()).into_response()
+}
+
+/// The status and stable code of a refusal (`not_leader` is a redirect, see `not_leader`).
+fn status_and_code(error: &ChangeError) -> (StatusCode, &'static str) {
+    match error {
+        ChangeError::NotLeader { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
         ChangeError::ChangeInFlight { .. } => (StatusCode::CONFLICT, "change_in_flight"),
         ChangeError::NotApplicable { .. } => (StatusCode::CONFLICT, "not_applicable"),
         ChangeError::VoterCount { .. } => (StatusCode::BAD_REQUEST, "voter_count"),
@@ -81,8 +89,7 @@ fn refused(state: &AppState, uri: &str, error: ChangeError) -> Response {
         ChangeError::WouldLoseMajority { .. } => (StatusCode::CONFLICT, "would_lose_majority"),
         ChangeError::RemovingLeader => (StatusCode::CONFLICT, "removing_leader"),
         ChangeError::BadTransferTarget { .. } => (StatusCode::BAD_REQUEST, "bad_transfer_target"),
-    };
-    ApiError::new(status, code, message).into_response()
+    }
 }
 
 /// 307 to the same URL at the leader, whose HTTP endpoint the configuration names; 503 if
@@ -348,5 +355,41 @@ pub async fn transfer(State(state): State<AppState>, OriginalUri(uri): OriginalU
     match transfer_to(&state, request.to).await {
         Ok((leader, leader_http)) => Json(TransferLeaderResponse { leader, leader_http }).into_response(),
         Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_has_its_own_stable_code_and_a_client_error_status() {
+        let id = NodeId(4);
+        let errors = [
+            ChangeError::ChangeInFlight { epoch: 3 },
+            ChangeError::NotApplicable { id, reason: "already a member" },
+            ChangeError::VoterCount { voters: 0 },
+            ChangeError::LearnerBehind { id, behind: Some(900) },
+            ChangeError::WouldLoseMajority { reachable: 1, quorum: 2 },
+            ChangeError::RemovingLeader,
+            ChangeError::BadTransferTarget { id, reason: "it leads already" },
+        ];
+        let mut codes: Vec<&str> = errors.iter().map(|e| status_and_code(e).1).collect();
+        for error in &errors {
+            assert!(status_and_code(error).0.is_client_error(), "{error:?}");
+        }
+        assert_eq!(
+            status_and_code(&ChangeError::WouldLoseMajority { reachable: 1, quorum: 2 }).0,
+            StatusCode::CONFLICT
+        );
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len(), "codes are distinct: {codes:?}");
+    }
+
+    #[test]
+    fn a_member_address_splits_into_peer_and_http() {
+        assert_eq!(split_address("h:7100/h:7000"), ("h:7100".into(), Some("h:7000".into())));
+        assert_eq!(split_address("h:7100"), ("h:7100".into(), None));
     }
 }
