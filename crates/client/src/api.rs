@@ -32,7 +32,10 @@ pub struct ErrorDetail {
     /// One of: `bad_request`, `key_too_large`, `value_too_large`, `body_too_large`,
     /// `batch_too_large`, `not_found`, `no_quorum`, `busy`, `timeout`, `session_expired`,
     /// `session_conflict`, `too_many_connections` (the node holds its maximum of client
-    /// connections; sent before the request is read), `internal`.
+    /// connections; sent before the request is read), `internal`; and for membership:
+    /// `not_leader` (307 to the leader, or 503 when none is known), `change_in_flight`,
+    /// `not_applicable`, `voter_count`, `learner_behind`, `would_lose_majority`,
+    /// `removing_leader`, `bad_transfer_target`, `cluster_mismatch`, `change_lost`.
     pub code: String,
     pub message: String,
 }
@@ -236,6 +239,94 @@ pub struct StatusResponse {
     /// Snapshots this node installed from peers since it started.
     #[serde(default)]
     pub snapshots_installed: u64,
+    /// The configuration governing this node's next undecided slot.
+    #[serde(default)]
+    pub configuration: Option<ConfigurationView>,
+    /// The newest configuration decided; its epoch is above `configuration`'s while a
+    /// change is on its way to taking force.
+    #[serde(default)]
+    pub latest_configuration: Option<ConfigurationView>,
+    /// The group removed this node: it takes no part any more (start it on an empty data
+    /// directory with `--join` to have it back).
+    #[serde(default)]
+    pub removed: bool,
+}
+
+/// A configuration of the group: who votes, who learns, and where each is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigurationView {
+    /// 1 for the configuration a cluster starts with; each change adds one.
+    pub epoch: u64,
+    pub voters: Vec<u32>,
+    pub learners: Vec<u32>,
+    /// Every member's addresses (as far as the configuration carries them).
+    pub members: Vec<PeerStatus>,
+}
+
+/// `GET /v1/members`, and the answer of every change once decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// The cluster's name: a node joining must belong to the same one.
+    pub cluster: String,
+    /// The node that answered.
+    pub node: u32,
+    /// The leader the answering node follows, if any, and its HTTP endpoint.
+    pub leader: Option<u32>,
+    pub leader_http: Option<String>,
+    /// The configuration in force at the answering node, and the newest decided.
+    pub configuration: ConfigurationView,
+    pub latest: ConfigurationView,
+    /// Each learner of the newest configuration: how far behind the answering node's
+    /// decided prefix it is, as last heard (`None`: not heard yet). Promote a learner
+    /// once this is small (within the leader's window of slots).
+    pub learners: Vec<LearnerLag>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnerLag {
+    pub id: u32,
+    pub lag_slots: Option<u64>,
+}
+
+/// `POST /v1/members`: admit a new member as a learner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMemberRequest {
+    /// The new member's id; the leader picks one above every id it knows if omitted.
+    #[serde(default)]
+    pub id: Option<u32>,
+    /// Where peers reach it (`host:port`).
+    pub peer_addr: String,
+    /// Where clients reach it (`host:port`).
+    pub http_addr: String,
+    /// The cluster the new member means to join: refused (409 `cluster_mismatch`) if it
+    /// is not this one.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+/// The answer to a decided change: the member it was about and the configurations after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChangeResponse {
+    pub id: u32,
+    /// The change's configuration governs the cluster already (a change takes force a
+    /// fixed number of slots after its decision; the next change waits for that).
+    pub in_force: bool,
+    pub members: MembersResponse,
+}
+
+/// `POST /v1/leader/transfer`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLeaderRequest {
+    /// The voter to take over; the most caught-up voter if omitted.
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLeaderResponse {
+    /// The node that leads now.
+    pub leader: u32,
+    pub leader_http: Option<String>,
 }
 
 /// A recovering node's progress.

@@ -98,6 +98,10 @@ impl Client {
         assert!(!endpoints.is_empty(), "a client needs at least one endpoint");
         let http = reqwest::Client::builder()
             .timeout(options.attempt_timeout)
+            // A 307 `not_leader` names the leader by the address the cluster knows it by,
+            // which may not resolve here (a container's name): `call` goes to the
+            // endpoint of ours it names, or to our next one.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(4)
             .build()
             .expect("an HTTP client builds");
@@ -139,12 +143,18 @@ impl Client {
         session: Option<(u64, u64)>,
     ) -> Result<R, Error> {
         let mut last = String::new();
+        // Where a 307 sent the next attempt: one of our endpoints, or the leader's URL
+        // as the cluster names it (tried once; it may not resolve from here).
+        let mut redirected: Option<usize> = None;
+        let mut sent_to: Option<String> = None;
         for attempt in 0..self.options.attempts_max {
-            if attempt > 0 {
+            if attempt > 0 && redirected.is_none() && sent_to.is_none() {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
-            let index = (self.preferred.load(Ordering::Relaxed) + attempt as usize) % self.endpoints.len();
-            let url = format!("{}{}", self.endpoints[index], path);
+            let index = redirected.take().unwrap_or_else(|| {
+                (self.preferred.load(Ordering::Relaxed) + attempt as usize) % self.endpoints.len()
+            });
+            let url = sent_to.take().unwrap_or_else(|| format!("{}{}", self.endpoints[index], path));
             let mut request = self.http.request(method.clone(), &url).query(query);
             if let Some((client_id, seq)) = session {
                 request = request.header(CLIENT_ID_HEADER, client_id).header(SEQ_HEADER, seq);
@@ -160,6 +170,26 @@ impl Client {
                 }
             };
             let status = response.status();
+            if status == StatusCode::TEMPORARY_REDIRECT {
+                // Not the leader: the leader's endpoint if it is one of ours, else our next.
+                let location =
+                    response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+                let named = location
+                    .and_then(|l| self.endpoints.iter().position(|e| l.starts_with(&format!("{e}/"))));
+                last = format!("{url}: not the leader (sent to {})", location.unwrap_or("?"));
+                match (named, location) {
+                    (Some(leader), _) => {
+                        self.preferred.store(leader, Ordering::Relaxed);
+                        redirected = Some(leader);
+                    }
+                    // Not one of ours: that URL once (its query included), then our next.
+                    (None, Some(location)) if !url.starts_with(location) => {
+                        sent_to = Some(location.split('?').next().unwrap_or(location).to_string());
+                    }
+                    _ => redirected = Some((index + 1) % self.endpoints.len()),
+                }
+                continue;
+            }
             if status.is_success() {
                 self.prefer_leader(index, response.headers());
                 return response.json::<R>().await.map_err(|e| Error::Unavailable {
@@ -273,6 +303,34 @@ impl Client {
 
     pub async fn status(&self) -> Result<StatusResponse, Error> {
         self.call::<(), _>(Method::GET, "/v1/status", &[], None, None).await
+    }
+
+    /// The configurations in force and decided, the leader, and each learner's lag.
+    pub async fn members(&self) -> Result<MembersResponse, Error> {
+        self.call::<(), _>(Method::GET, "/v1/members", &[], None, None).await
+    }
+
+    /// Admits a new member as a learner; answers once the change is decided. A node that
+    /// does not lead sends the call on to the leader (HTTP 307, followed here).
+    pub async fn add_member(&self, request: &AddMemberRequest) -> Result<MemberChangeResponse, Error> {
+        self.call(Method::POST, "/v1/members", &[], Some(request), None).await
+    }
+
+    /// Makes a caught-up learner a voter.
+    pub async fn promote_member(&self, id: u32) -> Result<MemberChangeResponse, Error> {
+        self.call::<(), _>(Method::POST, &format!("/v1/members/{id}/promote"), &[], None, None).await
+    }
+
+    /// Removes a member (`force`: even if the voters heard lately would be no majority
+    /// after it). Removing the leader hands its leadership over first.
+    pub async fn remove_member(&self, id: u32, force: bool) -> Result<MemberChangeResponse, Error> {
+        let query = if force { vec![("force", "true".to_string())] } else { vec![] };
+        self.call::<(), _>(Method::DELETE, &format!("/v1/members/{id}"), &query, None, None).await
+    }
+
+    /// Hands the leadership to `to` (or the most caught-up voter).
+    pub async fn transfer_leader(&self, to: Option<u32>) -> Result<TransferLeaderResponse, Error> {
+        self.call(Method::POST, "/v1/leader/transfer", &[], Some(&TransferLeaderRequest { to }), None).await
     }
 
     /// Asks any node who leads and prefers that endpoint from now on.

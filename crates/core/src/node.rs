@@ -705,6 +705,14 @@ impl<S: StateMachine> Node<S> {
                 if let Some(peer) = ahead.filter(|_| decided_upto > self.replica.slot_out()) {
                     self.send(peer, Message::CatchUp { from_slot: self.replica.slot_out() });
                 }
+                // A change decided under an earlier leader may not be in force yet: bring it
+                // in with no-ops, as its proposer would have (`membership`), rather than
+                // wait for ALPHA slots of client commands.
+                let membership = self.replica.membership();
+                if membership.is_changing(self.replica.slot_out()) {
+                    self.leader.fill_to(membership.latest_from());
+                    self.propose_pending = true;
+                }
                 // Everything our clients wait for goes into our own queue now.
                 self.requester.reset();
                 self.dispatch_requests(now, 0);

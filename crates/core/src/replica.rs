@@ -8,6 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hasher;
 
+/// A catch-up batch of decisions is at most this many encoded bytes (half a frame, which
+/// leaves room for the envelope), whatever `Options::catchup_batch_max` allows.
+pub const CATCH_UP_BYTES_MAX: usize = crate::wire::FRAME_BYTES_MAX / 2;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -409,10 +413,19 @@ impl<S: StateMachine> Replica<S> {
     /// Up to `max` consecutive decided values from `from` on, for a lagging peer.
     pub fn decisions_for_catch_up(&self, from: Slot, max: usize) -> Vec<Value<S::Command>> {
         let mut values = Vec::new();
+        let mut bytes = 0;
         for (slot, value) in self.decisions.range(from..).take(max) {
             if *slot != from + values.len() as u64 {
                 break;
             }
+            // Bounded in bytes too: `max` values of large commands would not fit in one
+            // frame (`wire::FRAME_BYTES_MAX`), and the sender would refuse to encode them.
+            // The first value always goes (a value fits in a frame: it went out in an Accept).
+            let size = postcard::to_allocvec(value).map_or(0, |encoded| encoded.len());
+            if !values.is_empty() && bytes + size > CATCH_UP_BYTES_MAX {
+                break;
+            }
+            bytes += size;
             values.push(value.clone());
         }
         values
@@ -428,6 +441,23 @@ mod tests {
         Membership::new(Configuration::new(vec![NodeId(1)]))
     }
     use crate::apps::kv::{KvCommand, KvOutput, KvStore};
+
+    #[test]
+    fn a_catch_up_batch_of_large_values_fits_in_a_frame() {
+        let mut replica = Replica::new(KvStore::default(), 100, test_membership());
+        let big = |seq| Command {
+            client_id: 1,
+            seq,
+            op: KvCommand::Put { key: b"k".to_vec(), value: vec![7; 1 << 20] },
+        };
+        for slot in 0..40 {
+            replica.on_decision(slot, Value::Batch(vec![big(slot + 1)]));
+        }
+        let values = replica.decisions_for_catch_up(0, 256);
+        let bytes = postcard::to_allocvec(&values).unwrap().len();
+        assert!(!values.is_empty() && values.len() < 40, "{} values", values.len());
+        assert!(bytes <= CATCH_UP_BYTES_MAX + (2 << 20), "{bytes} bytes");
+    }
 
     fn put(client_id: ClientId, seq: u64, key: &str) -> Command<KvCommand> {
         Command { client_id, seq, op: KvCommand::Put { key: key.into(), value: b"v".to_vec() } }

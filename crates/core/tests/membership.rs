@@ -143,3 +143,31 @@ fn a_change_comes_into_force_alpha_slots_later_even_without_commands() {
     let after = cluster.node(l).status().decided_upto;
     assert!(after >= before + ALPHA, "no-ops carried the log {ALPHA} slots on: {before} -> {after}");
 }
+
+#[test]
+fn a_change_decided_under_a_leader_that_dies_is_brought_into_force_by_the_next_one() {
+    let mut cluster = Cluster::new(3);
+    cluster.run_for(1500);
+    let old = leader(&cluster);
+    let now = cluster.now;
+    cluster
+        .node(old)
+        .reconfigure(now, Change::AddLearner { id: NodeId(9), address: "n9".into() }, false)
+        .unwrap();
+    cluster.flush(old);
+    // Until the change is decided at a follower, but not yet in force there.
+    let follower = [NodeId(1), NodeId(2), NodeId(3)].into_iter().find(|n| *n != old).unwrap();
+    for _ in 0..1000 {
+        if epochs(&cluster, follower).1 == 2 {
+            break;
+        }
+        cluster.run_for(1);
+    }
+    assert_eq!(epochs(&cluster, follower), (1, 2), "decided, not yet in force");
+    cluster.crash(old);
+    // No client commands: the next leader must fill the ALPHA slots itself.
+    cluster.run_for(3000);
+    let next = leader(&cluster);
+    assert_ne!(next, old);
+    assert_eq!(epochs(&cluster, next), (2, 2), "the change is in force under the next leader");
+}

@@ -27,6 +27,9 @@ pub(crate) struct Parts<S: StateMachine> {
     /// (id, peer address, HTTP address if any) of every member of the first
     /// configuration, this node included.
     pub members: Vec<(u32, String, Option<String>)>,
+    /// How the first configuration differs from "every member votes, epoch 1": a node that
+    /// joined a running cluster starts from the configuration that admitted it (`Joined`).
+    pub joined: Option<crate::config::Joined>,
     /// The wire cluster id (`synod_core::wire::cluster_id`).
     pub cluster_id: u64,
     pub options: Options,
@@ -65,7 +68,18 @@ where
         .iter()
         .map(|(id, peer, http)| (NodeId(*id), member_address(peer, http.as_deref())))
         .collect();
-    let configuration = Configuration::new(members.clone()).with_addresses(addresses);
+    let configuration = match &parts.joined {
+        None => Configuration::new(members.clone()).with_addresses(addresses),
+        Some(joined) => {
+            let learners: Vec<NodeId> = joined.learners.iter().copied().map(NodeId).collect();
+            let voters = members.iter().copied().filter(|m| !learners.contains(m)).collect();
+            let mut configuration = Configuration::new(voters).with_addresses(addresses);
+            configuration.epoch = joined.epoch;
+            configuration.learners = learners;
+            configuration.learners.sort();
+            configuration
+        }
+    };
     let started = Instant::now();
     let opened = parts.opened;
     let mut node = Node::new(

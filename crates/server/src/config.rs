@@ -16,6 +16,18 @@ pub struct MemberConfig {
     pub http: String,
 }
 
+/// The configuration a node that joined a running cluster (`synod server --join`) was
+/// admitted by: its epoch and which of `Config::members` are learners (the rest vote).
+/// Decisions of older epochs that the node later learns by catching up are ignored by
+/// `Membership::on_applied` (their epochs do not follow this one), and a snapshot it
+/// installs replaces this configuration altogether: either way the node ends up with the
+/// configurations its peers hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub epoch: u64,
+    pub learners: Vec<u32>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -50,6 +62,10 @@ pub struct Config {
     /// every other member to answer first (see `disk`). Never on a running cluster.
     #[serde(default)]
     pub bootstrap: bool,
+    /// Set by `synod server --join` (never in a file): the configuration that admitted
+    /// this node, which `members` then lists.
+    #[serde(skip)]
+    pub joined: Option<Joined>,
     /// Builds with the `planted-bugs` feature only (tests): plants a known bug
     /// (`stale-read`, `small-quorum`, `stale-ballot`) so that fault-injection runs can
     /// prove their checkers catch it. A normal build refuses this key.
@@ -214,6 +230,7 @@ impl Config {
             http: HttpConfig { connections_max: 1_000, ..HttpConfig::default() },
             rejoin: false,
             bootstrap: false,
+            joined: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synod_core::{
-    ClientId, Command, Message, Node, NodeId, Output, Persisted, Ready, Rejection, ReleaseMode, Released,
-    StateMachine, Status, Time,
+    Change, ChangeError, ClientId, Command, Configuration, Message, Node, NodeId, Output, Persisted, Ready,
+    Rejection, ReleaseMode, Released, StateMachine, Status, Time,
 };
 use synod_storage::Storage;
 use tokio::sync::oneshot;
@@ -51,6 +51,19 @@ pub enum Input<S: StateMachine> {
     /// A linearizable read under the leader's lease (C6); `None` back means "no lease
     /// here: order the read through the log".
     ReadLease(S::Command, oneshot::Sender<Option<S::Output>>),
+    /// Propose a membership change (`Node::reconfigure`); the reply says whether it was
+    /// proposed, and the epoch it will have once decided (watch `DriverStats::latest`).
+    Reconfigure {
+        change: Change,
+        force: bool,
+        reply: oneshot::Sender<Result<u64, ChangeError>>,
+    },
+    /// Hand the leadership to `to`, or to the most caught-up voter in force (`None`); the
+    /// reply names the target.
+    TransferLeader {
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, ChangeError>>,
+    },
     /// Stop after persisting and releasing what is in hand.
     Shutdown,
 }
@@ -64,6 +77,12 @@ pub struct DriverStats {
     pub turns: u64,
     pub commands_applied: u64,
     pub waiters: usize,
+    /// The configuration governing the next undecided slot, and the newest decided (the
+    /// same one unless a change is on its way to taking force).
+    pub configuration: Option<Configuration>,
+    pub latest_configuration: Option<Configuration>,
+    /// This node is in no configuration in force: the group removed it.
+    pub removed: bool,
 }
 
 pub struct Driver<S: StateMachine> {
@@ -148,16 +167,20 @@ impl<S: StateMachine> Driver<S> {
                 self.node.handle_timeout(now);
             }
             // One Ready for the whole turn: its commands share one batch and one sync.
-            let mut ready = self.node.take_ready();
-            for _ in 0..READIES_PER_TURN_MAX {
+            let mut ready = Some(self.node.take_ready());
+            let mut readies = 0;
+            // A Ready is taken only to be persisted in this turn: one taken and dropped
+            // would lose its records, and a later `Persisted::through` would claim them
+            // durable (and a one-voter cluster would wait forever for its own votes).
+            while let Some(taken) = ready.take() {
+                readies += 1;
                 // Once synced, our own votes count (`Node::handle_persisted`): with a quorum
                 // of one, or a peer's vote already in, that decides a slot at once.
-                let Some(lsn) = self.persist_and_release(ready) else { break };
+                let Some(lsn) = self.persist_and_release(taken) else { break };
                 self.node.handle_persisted(self.now(), Persisted::through(lsn));
-                if !self.node.has_ready() {
-                    break;
+                if readies < READIES_PER_TURN_MAX && self.node.has_ready() {
+                    ready = Some(self.node.take_ready());
                 }
-                ready = self.node.take_ready();
             }
             if stop {
                 tracing::info!("protocol thread stopped");
@@ -190,9 +213,43 @@ impl<S: StateMachine> Driver<S> {
                     let _ = reply.send(None);
                 }
             }
+            Input::Reconfigure { change, force, reply } => {
+                let epoch = self.node.latest_configuration().epoch + 1;
+                let result = self.node.reconfigure(now, change, force).map(|()| epoch);
+                let _ = reply.send(result);
+            }
+            Input::TransferLeader { to, reply } => {
+                let to = to.or_else(|| self.transfer_target());
+                let result = match to {
+                    Some(to) => self.node.transfer_leadership(now, to).map(|()| to),
+                    None => Err(ChangeError::BadTransferTarget {
+                        id: self.node.id(),
+                        reason: "no other voter in force answers",
+                    }),
+                };
+                let _ = reply.send(result);
+            }
             Input::Shutdown => return true,
         }
         false
+    }
+
+    /// The voter in force, other than this node, that lags least as last heard: the best
+    /// candidate to take the leadership over at once.
+    fn transfer_target(&self) -> Option<NodeId> {
+        let me = self.node.id();
+        let voters_in_force = |id: NodeId| {
+            id != me
+                && self.node.configuration().is_voter(id)
+                && self.node.latest_configuration().is_voter(id)
+        };
+        let status = self.node.status_at(self.now());
+        status
+            .peers
+            .iter()
+            .filter(|p| voters_in_force(p.id))
+            .max_by_key(|p| (p.decided_upto, std::cmp::Reverse(p.heard_us_ago)))
+            .map(|p| p.id)
     }
 
     /// Persists and releases one `Ready`; returns the lsn through which every record is
@@ -309,6 +366,17 @@ impl<S: StateMachine> Driver<S> {
         stats.turns += 1;
         stats.commands_applied += applied;
         stats.waiters = self.waiters.len();
+        // Configurations change rarely: cloned only when their epochs move.
+        let epochs = (self.node.configuration().epoch, self.node.latest_configuration().epoch);
+        if stats.configuration.as_ref().map(|c| c.epoch) != Some(epochs.0)
+            || stats.latest_configuration.as_ref().map(|c| c.epoch) != Some(epochs.1)
+        {
+            stats.configuration = Some(self.node.configuration().clone());
+            stats.latest_configuration = Some(self.node.latest_configuration().clone());
+        }
+        // Removed once the removal is decided: the node may never see it in force, since
+        // the group stops sending it decisions once it is (a removed member is refused).
+        stats.removed = self.node.is_removed() || !self.node.latest_configuration().is_member(self.node.id());
         synced.then_some(lsn)
     }
 }

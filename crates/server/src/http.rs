@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bank/accounts/{account}", get(crate::bank_api::balance))
         .route("/v1/bank/transfers", post(crate::bank_api::transfer))
         .route("/v1/bank/transfers/batch", post(crate::bank_api::transfer_batch))
+        .route("/v1/members", get(crate::members_api::list).post(crate::members_api::add))
+        .route("/v1/members/{id}", axum::routing::delete(crate::members_api::remove))
+        .route("/v1/members/{id}/promote", post(crate::members_api::promote))
+        .route("/v1/leader/transfer", post(crate::members_api::transfer))
         .route("/v1/status", get(status))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -168,7 +172,22 @@ impl Shared {
     /// The leader's HTTP endpoint, if this node follows one.
     fn leader_http(&self) -> Option<String> {
         let leader = self.status()?.leader?.leader.0;
-        self.info.members.iter().find(|m| m.0 == leader).map(|m| m.2.clone())
+        self.member_http(leader)
+    }
+
+    /// A member's HTTP endpoint (`http://host:port`): as the newest configuration carries
+    /// it (members come and go), else as this node was started with.
+    pub(crate) fn member_http(&self, id: u32) -> Option<String> {
+        let stats = self.stats.lock().expect("stats lock");
+        let configured = [&stats.latest_configuration, &stats.configuration]
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.addresses.get(&synod_core::NodeId(id)))
+            .and_then(|address| crate::members_api::split_address(address).1);
+        drop(stats);
+        configured
+            .map(|http| format!("http://{http}"))
+            .or_else(|| self.info.members.iter().find(|m| m.0 == id).map(|m| m.2.clone()))
     }
 
     /// Refuses early when this node cannot reach a majority: the call could only hang.
@@ -292,12 +311,14 @@ async fn status(
         return Err(ApiError::unavailable("starting", "the node is starting"));
     };
     let leader = status.leader.map(|b| b.leader.0);
-    let leader_http =
-        leader.and_then(|id| state.info.members.iter().find(|m| m.0 == id)).map(|m| m.2.clone());
-    Ok(axum::Json(synod_client::api::StatusResponse {
-        node: state.info.node,
-        cluster_id: state.info.cluster.clone(),
-        members: state
+    let leader_http = leader.and_then(|id| state.member_http(id));
+    let configuration = stats.configuration.as_ref().map(crate::members_api::view);
+    let latest_configuration = stats.latest_configuration.as_ref().map(crate::members_api::view);
+    // The members of the newest configuration; before one is published, those this node
+    // was started with.
+    let members = match &latest_configuration {
+        Some(latest) => latest.members.clone(),
+        None => state
             .info
             .members
             .iter()
@@ -307,6 +328,11 @@ async fn status(
                 http_addr: http.clone(),
             })
             .collect(),
+    };
+    Ok(axum::Json(synod_client::api::StatusResponse {
+        node: state.info.node,
+        cluster_id: state.info.cluster.clone(),
+        members,
         leader,
         leader_http,
         is_leader: status.is_leader,
@@ -335,6 +361,9 @@ async fn status(
         checkpoint_slot: status.checkpoint_slot,
         compacted_upto: status.compacted_upto,
         snapshots_installed: status.snapshots_installed,
+        configuration,
+        latest_configuration,
+        removed: stats.removed,
     }))
 }
 

@@ -7,6 +7,7 @@
 //! - [`member`]: Synod as a library: your state machine, `Member::invoke`;
 //! - `assembly`: the one way a node is put together, for the server and `Member` alike;
 //! - [`http`] and [`server`]: the node with its HTTP API (`synod server`);
+//! - [`members_api`]: live membership for operators (list, add, promote, remove, transfer);
 //! - [`http_serve`] and [`limits`]: the HTTP listener's connection cap and timeouts, and
 //!   the file descriptors kept out of clients' reach.
 
@@ -22,6 +23,7 @@ pub mod kv_api;
 pub mod limits;
 pub mod log_limit;
 pub mod member;
+pub mod members_api;
 pub mod metrics;
 pub mod server;
 pub mod transport;

@@ -102,6 +102,7 @@ where
         let parts = crate::assembly::Parts {
             node_id: options.node_id,
             members: options.members.iter().map(|(id, peer)| (*id, peer.clone(), None)).collect(),
+            joined: None,
             cluster_id,
             options: options.protocol.clone(),
             state_machine,

@@ -58,6 +58,12 @@ pub struct Metrics {
     commands_proposed: Counter,
     elections_started: Counter,
     waiters: Gauge,
+    config_epoch: Gauge,
+    latest_config_epoch: Gauge,
+    voters: Gauge,
+    learners: Gauge,
+    removed: Gauge,
+    learner_lag_slots: Family<[(&'static str, String); 1], Gauge>,
 }
 
 impl Default for Metrics {
@@ -99,6 +105,12 @@ impl Metrics {
             ballot_round: Gauge::default(),
             is_leader: Gauge::default(),
             recovering: Gauge::default(),
+            config_epoch: Gauge::default(),
+            latest_config_epoch: Gauge::default(),
+            voters: Gauge::default(),
+            learners: Gauge::default(),
+            removed: Gauge::default(),
+            learner_lag_slots: Family::default(),
             checkpoint_slot: Gauge::default(),
             quorum_connected: Gauge::default(),
             requests_pending: Gauge::default(),
@@ -219,6 +231,24 @@ impl Metrics {
             m.recovering.clone(),
         );
         registry.register("checkpoint_slot", "The newest checkpoint's last slot", m.checkpoint_slot.clone());
+        registry.register(
+            "config_epoch",
+            "Epoch of the configuration governing the next undecided slot",
+            m.config_epoch.clone(),
+        );
+        registry.register(
+            "latest_config_epoch",
+            "Epoch of the newest configuration decided (above config_epoch while a change takes force)",
+            m.latest_config_epoch.clone(),
+        );
+        registry.register("voters", "Voters of the newest configuration", m.voters.clone());
+        registry.register("learners", "Learners of the newest configuration", m.learners.clone());
+        registry.register("removed", "1 if the group removed this node", m.removed.clone());
+        registry.register(
+            "learner_lag_slots",
+            "Slots each learner is behind this node's decided prefix, as last heard (-1: not heard)",
+            m.learner_lag_slots.clone(),
+        );
         registry.register("quorum_connected", "1 if this node hears a majority", m.quorum_connected.clone());
         registry.register(
             "requests_pending",
@@ -334,6 +364,24 @@ impl Metrics {
                 counter.inner().store(count, Ordering::Relaxed);
             }
         }
+        if let (Some(in_force), Some(latest)) = (&stats.configuration, &stats.latest_configuration) {
+            self.config_epoch.set(in_force.epoch as i64);
+            self.latest_config_epoch.set(latest.epoch as i64);
+            self.voters.set(latest.voters.len() as i64);
+            self.learners.set(latest.learners.len() as i64);
+            // Learners come and go: only the current ones have a series.
+            self.learner_lag_slots.clear();
+            for learner in &latest.learners {
+                let lag = stats.status.as_ref().and_then(|status| {
+                    let peer = status.peers.iter().find(|p| p.id == *learner)?;
+                    Some(status.decided_upto.saturating_sub(peer.decided_upto) as i64)
+                });
+                self.learner_lag_slots
+                    .get_or_create(&[("node", learner.0.to_string())])
+                    .set(lag.unwrap_or(-1));
+            }
+        }
+        self.removed.set(stats.removed as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -75,6 +75,7 @@ pub async fn run(
     let parts = assembly::Parts {
         node_id: config.node_id,
         members: config.members.iter().map(|m| (m.id, m.peer.clone(), Some(m.http.clone()))).collect(),
+        joined: config.joined.clone(),
         cluster_id: config.cluster_id(),
         options: config.options(),
         state_machine: App::default(),

@@ -192,30 +192,55 @@ pub async fn status(endpoints: Endpoints) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&all).expect("serializable"));
     } else {
         println!(
-            "{:<6} {:<8} {:<8} {:<10} {:<10} {:<10} endpoint",
-            "node", "role", "leader", "ballot", "decided", "applied"
+            "{:<6} {:<8} {:<8} {:<10} {:<10} {:<10} {:<6} endpoint",
+            "node", "role", "leader", "ballot", "decided", "applied", "epoch"
         );
         for (endpoint, value) in endpoints.endpoints.iter().zip(&all) {
             if let Some(error) = value.get("error") {
                 println!("{:<6} {:<8} {endpoint}  ({})", "?", "down", error.as_str().unwrap_or(""));
                 continue;
             }
+            let me = &value["node"];
+            let learns = value["configuration"]["learners"].as_array().is_some_and(|l| l.contains(me));
             let role = if value["is_leader"].as_bool() == Some(true) {
                 "leader"
+            } else if value["removed"].as_bool() == Some(true) {
+                // The group removed it: it takes no part any more.
+                "removed"
+            } else if learns {
+                "learner"
             } else if !value["recovering"].is_null() {
                 // Damaged or lost storage: not voting until repaired from its peers.
                 "recover"
             } else {
                 "follower"
             };
+            // The epoch in force, and the newest decided after a slash while it takes force.
+            let (epoch, latest) = (&value["configuration"]["epoch"], &value["latest_configuration"]["epoch"]);
+            let epoch = if epoch == latest { epoch.to_string() } else { format!("{epoch}/{latest}") };
             println!(
-                "{:<6} {:<8} {:<8} {:<10} {:<10} {:<10} {endpoint}",
+                "{:<6} {:<8} {:<8} {:<10} {:<10} {:<10} {:<6} {endpoint}",
                 value["node"].to_string(),
                 role,
                 value["leader"].as_u64().map_or("none".into(), |l| l.to_string()),
                 value["ballot"].as_str().unwrap_or(""),
                 value["decided_upto"].to_string(),
                 value["applied_upto"].to_string(),
+                epoch,
+            );
+        }
+        // The newest configuration in force among the nodes that answered (a removed or
+        // lagging node may hold an older one).
+        if let Some(c) = all.iter().map(|v| &v["configuration"]).max_by_key(|c| c["epoch"].as_u64()) {
+            let list = |ids: &serde_json::Value| {
+                ids.as_array()
+                    .map_or(String::new(), |a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))
+            };
+            println!(
+                "configuration {}: voters {} learners {} (synod member list: addresses and lag)",
+                c["epoch"],
+                list(&c["voters"]),
+                if list(&c["learners"]).is_empty() { "-".into() } else { list(&c["learners"]) },
             );
         }
     }

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod check;
 mod client_cmd;
+mod join;
+mod member_cmd;
 mod nemesis_cmd;
 mod server_cmd;
 mod sim;
@@ -38,6 +40,14 @@ enum Cmd {
         #[command(flatten)]
         endpoints: client_cmd::Endpoints,
     },
+    /// The cluster's membership: list, add a learner, promote, remove, transfer the
+    /// leadership.
+    Member {
+        #[command(subcommand)]
+        command: member_cmd::MemberCmd,
+        #[command(flatten)]
+        endpoints: client_cmd::Endpoints,
+    },
     /// Every node's view: leader, ballot, decided and applied slots.
     Status {
         #[command(flatten)]
@@ -64,6 +74,9 @@ fn main() -> ExitCode {
         Cmd::Server(args) => server_cmd::server(args),
         Cmd::Kv { command, endpoints } => client_runtime().block_on(client_cmd::kv(command, endpoints)),
         Cmd::Bank { command, endpoints } => client_runtime().block_on(client_cmd::bank(command, endpoints)),
+        Cmd::Member { command, endpoints } => {
+            client_runtime().block_on(member_cmd::member(command, endpoints))
+        }
         Cmd::Status { endpoints } => client_runtime().block_on(client_cmd::status(endpoints)),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Sim(args) => sim::run(args),

@@ -65,6 +65,18 @@ pub struct ServerArgs {
     /// has answered it (a replaced disk must not vote as if it remembered its promises).
     #[arg(long, env = "SYNOD_BOOTSTRAP")]
     bootstrap: bool,
+    /// Join a running cluster: ask one of these members (HTTP host:port, comma-separated)
+    /// to admit this node as a learner, then fetch the state from its peers. Needs an
+    /// empty data directory the first time; a restart with the same flags starts as the
+    /// member it became. Without --node-id, the leader picks the id.
+    #[arg(long, env = "SYNOD_JOIN", value_delimiter = ',', conflicts_with_all = ["members", "bootstrap"])]
+    join: Vec<String>,
+    /// With --join: the peer address the cluster reaches this node at (default: --listen-peer).
+    #[arg(long, env = "SYNOD_ADVERTISE_PEER")]
+    advertise_peer: Option<String>,
+    /// With --join: the HTTP address clients reach this node at (default: --listen-http).
+    #[arg(long, env = "SYNOD_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
     /// Checkpoint every this many applied slots and compact the log (0: never).
     #[arg(long, env = "SYNOD_CHECKPOINT_EVERY_SLOTS")]
     checkpoint_every_slots: Option<u64>,
@@ -106,7 +118,8 @@ impl ServerArgs {
                 Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => {
-                if self.members.is_empty() || self.node_id.is_none() {
+                let joining = !self.join.is_empty();
+                if !joining && (self.members.is_empty() || self.node_id.is_none()) {
                     return Err("give --config FILE, or --node-id and --members (see synod server --help); \
                                 for a local cluster run `synod dev`"
                         .into());
@@ -149,8 +162,65 @@ impl ServerArgs {
         if self.listen_http.is_some() {
             config.listen_http = self.listen_http.clone();
         }
-        config.validate()?;
+        if self.join.is_empty() {
+            self.adopt_cluster_name(&mut config)?;
+            config.validate()?;
+        }
         Ok(config)
+    }
+
+    /// A one-node cluster founded with `--bootstrap` and no cluster name gets a fresh one,
+    /// kept in the data directory (`CLUSTER`) for its later starts: two such clusters
+    /// never take each other's frames (the wire cluster id is the name's hash), and a node
+    /// joins one only by its name (`--join` learns it from the member that admits it).
+    fn adopt_cluster_name(&self, config: &mut Config) -> Result<(), String> {
+        let path = config.data_dir.join("CLUSTER");
+        let kept = match std::fs::read_to_string(&path) {
+            Ok(name) => Some(name.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let named = self.cluster.is_some() || self.config.is_some();
+        match kept {
+            Some(kept) if named && kept != config.cluster => Err(format!(
+                "data directory {} belongs to cluster {kept:?}, not {:?}",
+                config.data_dir.display(),
+                config.cluster
+            )),
+            Some(kept) => {
+                config.cluster = kept;
+                Ok(())
+            }
+            None if config.bootstrap && !named && config.members.len() == 1 => {
+                config.cluster = format!("synod-{:016x}", rand::random::<u64>());
+                std::fs::create_dir_all(&config.data_dir)
+                    .and_then(|()| std::fs::write(&path, format!("{}\n", config.cluster)))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                tracing::info!(cluster = %config.cluster, "founded a new one-node cluster");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `--join`: ask the cluster to admit this node, and start as the member it became.
+    async fn join(&self, config: &mut Config) -> Result<(), String> {
+        let peer = self.advertise_peer.as_ref().or(self.listen_peer.as_ref());
+        let http = self.advertise_http.as_ref().or(self.listen_http.as_ref());
+        let (Some(peer), Some(http)) = (peer, http) else {
+            return Err("--join needs this node's addresses: --listen-peer and --listen-http \
+                        (and --advertise-peer/--advertise-http if others reach it elsewhere)"
+                .into());
+        };
+        let joining = crate::join::Joining {
+            members: &self.join,
+            node_id: self.node_id,
+            cluster: self.cluster.as_deref(),
+            peer_addr: peer,
+            http_addr: http,
+        };
+        crate::join::join(config, joining).await?;
+        config.validate()
     }
 }
 
@@ -163,8 +233,15 @@ pub fn server(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     runtime.block_on(async move {
+        if !args.join.is_empty() {
+            if let Err(error) = args.join(&mut config).await {
+                eprintln!("synod server: {error}");
+                return ExitCode::from(1);
+            }
+        }
         let recovered = match server::open_storage(&config) {
             Ok(recovered) => recovered,
             Err(error) => {

@@ -20,6 +20,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+
+/// The `synod` the servers run: `SYNOD_TEST_BIN` if set (a release build, for
+/// measurements), else the one cargo built for these tests.
+pub fn synod_bin() -> String {
+    std::env::var("SYNOD_TEST_BIN").unwrap_or_else(|_| SYNOD.to_string())
+}
 /// The servers' default election timeout; the deadlines below are multiples of it.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
 /// The servers' default `request_timeout_ms`: a call not applied by then answers 503.
@@ -182,6 +188,9 @@ pub struct Node {
     /// The open-file limit (soft and hard) this node's process starts with, if not the
     /// test's own.
     pub nofile: Option<u64>,
+    /// A node added to the running cluster starts with `--join` at these HTTP addresses
+    /// (and is restarted the same way), not with the static `--members`.
+    pub join: Option<String>,
 }
 
 /// Three `synod server` processes. Dropping it SIGKILLs them all and removes their data,
@@ -254,6 +263,7 @@ impl Cluster {
                 log: root.join(format!("node-{}.log", i + 1)),
                 child: None,
                 nofile: None,
+                join: None,
             })
             .collect();
         let members =
@@ -279,7 +289,7 @@ impl Cluster {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} is already running", node.id);
         let log = OpenOptions::new().create(true).append(true).open(&node.log).expect("open the node's log");
-        let mut command = Command::new(SYNOD);
+        let mut command = Command::new(synod_bin());
         if let Some(nofile) = node.nofile {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
@@ -293,11 +303,15 @@ impl Cluster {
                 });
             }
         }
+        command.arg("server").args(["--node-id", &node.id.to_string()]).args(["--cluster", &self.name]);
+        match &node.join {
+            None => command.args(["--members", &self.members]),
+            Some(join) => command
+                .args(["--join", join])
+                .args(["--listen-peer", &node.peer.to_string()])
+                .args(["--listen-http", &node.http.to_string()]),
+        };
         let child = command
-            .arg("server")
-            .args(["--node-id", &node.id.to_string()])
-            .args(["--cluster", &self.name])
-            .args(["--members", &self.members])
             .arg("--data-dir")
             .arg(&node.dir)
             .env("RUST_LOG", "info")
@@ -327,6 +341,38 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts a new node with an empty data directory and fresh ports, joining the running
+    /// cluster through `via`'s HTTP address; returns its index once it answers `/healthz`
+    /// (it was admitted as a learner by then: `--join` waits for the decision).
+    pub fn join(&mut self, via: &[usize]) -> usize {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let join = via.iter().map(|&i| self.nodes[i].http.to_string()).collect::<Vec<_>>().join(",");
+        for attempt in 1..=3 {
+            let ports = free_ports(2);
+            let i = self.nodes.len();
+            self.nodes.push(Node {
+                id,
+                peer: SocketAddr::from(([127, 0, 0, 1], ports[0])),
+                http: SocketAddr::from(([127, 0, 0, 1], ports[1])),
+                dir: self.root.join(format!("node-{id}")),
+                log: self.root.join(format!("node-{id}.log")),
+                child: None,
+                nofile: None,
+                join: Some(join.clone()),
+            });
+            match self.spawn(i) {
+                Ok(()) => return i,
+                Err(error) if attempt < 3 => {
+                    eprintln!("join of node {id}: attempt {attempt} failed ({error}); retrying");
+                    let node = self.nodes.pop().expect("just pushed");
+                    let _ = fs::remove_dir_all(&node.dir);
+                }
+                Err(error) => panic!("node {id} could not join: {error}"),
+            }
+        }
+        unreachable!()
     }
 
     /// The process id of node `i`, which must be running.
