@@ -21,6 +21,7 @@
 
 pub mod hosts;
 pub mod http;
+pub mod membership;
 pub mod nemesis;
 pub mod process;
 pub mod report;
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-pub use nemesis::{Cycle, Fault, FaultKind, Shape, Target, Timing};
+pub use nemesis::{Cycle, Fault, FaultKind, MemberAction, Shape, Target, Timing};
 pub use report::Report;
 pub use run::run;
 
