@@ -324,15 +324,13 @@ impl Members {
         let asked = Instant::now();
         let caught_up = self.await_caught_up(id, servers);
         let answer = self.change(servers, None, "POST", &format!("/v1/members/{id}/promote"));
-        let answer = answer.and_then(|(reply, took)| {
-            self.await_in_force(servers, |c| contains(&c["voters"], id)).map(|()| (reply, took))
-        });
+        let answer = answer.and_then(|_| self.await_in_force(servers, |c| contains(&c["voters"], id)));
         let caught = match caught_up {
             Some(d) => format!("caught up {:.1}s after the promotion was due", d.as_secs_f64()),
             None => "not seen caught up".into(),
         };
         match answer {
-            Ok(_) => {
+            Ok(()) => {
                 self.voters.insert(host);
                 targets.write().expect("targets lock").push(servers[host].http);
                 let detail = format!("in force; {caught}");
@@ -363,12 +361,12 @@ impl Members {
         let at_s = self.at_s();
         let addr = servers[host].http;
         targets.write().expect("targets lock").retain(|a| *a != addr);
+        let asked = Instant::now();
         let answer = self.change(servers, via, "DELETE", &format!("/v1/members/{id}"));
-        let answer = answer.and_then(|(reply, took)| {
-            self.await_in_force(servers, |c| !contains(&c["voters"], id)).map(|()| (reply, took))
-        });
+        let answer = answer.and_then(|_| self.await_in_force(servers, |c| !contains(&c["voters"], id)));
         match answer {
-            Ok((_, took)) => {
+            Ok(()) => {
+                let took = asked.elapsed();
                 self.voters.remove(&host);
                 let note = if via.is_some() { "in force; the leader handed over first" } else { "in force" };
                 self.record(at_s, "remove", &servers[host], host, true, Some(took), note.into());
