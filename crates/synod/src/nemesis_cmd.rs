@@ -36,7 +36,8 @@ pub struct NemesisArgs {
     /// Faults to inject, comma-separated: kill, pause, partition, loss, delay, corrupt
     /// (flip bytes in a stopped node's log or checkpoint), wipe (delete a stopped node's
     /// whole data directory and restart it with no flag: it must come back as a new
-    /// replica and repair from its peers).
+    /// replica and repair from its peers), membership (fresh nodes join with --join and are
+    /// promoted, voters and leaders are removed, killed voters replaced; 3 to 5 voters).
     #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
     nemesis: Vec<String>,
     /// Concurrent clients (1-64).
