@@ -67,6 +67,8 @@ pub struct Members {
     replacing: Option<usize>,
     next_id: u32,
     clock: Instant,
+    /// The planted harness bug `join-bootstraps` (test builds only).
+    join_bootstraps: bool,
     pub changes: Vec<MembershipChange>,
 }
 
@@ -91,8 +93,14 @@ impl Members {
             replacing: None,
             next_id: founding as u32 + 1,
             clock: Instant::now(),
+            join_bootstraps: false,
             changes: Vec::new(),
         }
+    }
+
+    /// Plants the harness bug `join-bootstraps` (test builds only).
+    pub fn plant_join_bootstraps(&mut self) {
+        self.join_bootstraps = true;
     }
 
     /// Times in the record count from here (the workload's start).
@@ -133,7 +141,7 @@ impl Members {
             format!("node {} on n{}{lead}", servers[i].id, i + 1)
         };
         match action {
-            MemberAction::Add => match self.join(servers, network) {
+            MemberAction::Add => match self.join(servers, network, targets) {
                 Some(host) => {
                     self.learner = Some(host);
                     format!("membership add: node {} joins on n{} as a learner", servers[host].id, host + 1)
@@ -189,7 +197,7 @@ impl Members {
             self.record(at_s, "restart", &servers[dead], dead, started.is_ok(), None, detail);
             return Some("removal refused; the node restarted".into());
         }
-        let Some(host) = self.join(servers, network) else {
+        let Some(host) = self.join(servers, network, targets) else {
             return Some("removed; the replacement could not join".into());
         };
         let id = servers[host].id;
@@ -261,7 +269,12 @@ impl Members {
 
     /// Starts a fresh node with an empty directory on a vacant host and `--join`s it to
     /// the running voters; returns its host once it answers (a learner by then).
-    fn join(&mut self, servers: &mut [Server], network: &Network) -> Option<usize> {
+    fn join(
+        &mut self,
+        servers: &mut [Server],
+        network: &Network,
+        targets: &RwLock<Vec<SocketAddr>>,
+    ) -> Option<usize> {
         let host = servers.iter().position(|s| s.state == State::Retired)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -295,11 +308,21 @@ impl Members {
         ]
         .map(str::to_string)
         .to_vec();
+        if self.join_bootstraps {
+            let me = format!("{id}={ip}:{PEER_PORT}/{ip}:{HTTP_PORT}");
+            server.join =
+                ["--bootstrap", "--cluster", &self.cluster, "--node-id", &id.to_string(), "--members", &me]
+                    .map(str::to_string)
+                    .to_vec();
+        }
         let started = Instant::now();
         let result = server.start(&self.binary);
         servers[host] = server;
         match result {
             Ok(()) => {
+                if self.join_bootstraps {
+                    targets.write().expect("targets lock").push(servers[host].http);
+                }
                 let detail = format!("joined by --join {} as a learner", join.join(","));
                 self.record(at_s, "add", &servers[host], host, true, Some(started.elapsed()), detail);
                 Some(host)
@@ -340,6 +363,7 @@ impl Members {
             Err(e) => {
                 self.record(at_s, "promote", &servers[host], host, false, None, format!("{e}; {caught}"));
                 let _ = self.change(servers, None, "DELETE", &format!("/v1/members/{id}"));
+                targets.write().expect("targets lock").retain(|a| *a != servers[host].http);
                 servers[host].kill();
                 servers[host].state = State::Retired;
                 format!("promotion of node {id} not taken: {e}")

@@ -151,6 +151,11 @@ impl<'a> Run<'a> {
                 .map_err(|e| format!("cannot write {}: {e}", server.config.display()))?;
             servers.insert(i, server);
         }
+        let mut members =
+            Members::new(cluster, config.binary.clone(), dir.to_path_buf(), config_extra, config.nodes);
+        if config.planted_bug.as_deref().and_then(HarnessBug::parse) == Some(HarnessBug::JoinBootstraps) {
+            members.plant_join_bootstraps();
+        }
         Ok(Run {
             config,
             network,
@@ -161,13 +166,7 @@ impl<'a> Run<'a> {
             unrepaired: BTreeSet::new(),
             restarts: BTreeMap::new(),
             harness_bug: config.planted_bug.as_deref().and_then(HarnessBug::parse),
-            members: Members::new(
-                cluster,
-                config.binary.clone(),
-                dir.to_path_buf(),
-                config_extra,
-                config.nodes,
-            ),
+            members,
             final_configuration: None,
         })
     }

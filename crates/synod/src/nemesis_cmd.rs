@@ -47,8 +47,9 @@ pub struct NemesisArgs {
     #[arg(long, default_value = "120s", value_parser = synod_nemesis::parse_duration)]
     check_budget: std::time::Duration,
     /// Plant a bug in the servers (stale-read) or in the harness, which then brings a
-    /// wiped node back voting at once (wipe-keeps-identity, wipe-bootstraps). Only test
-    /// builds (the `planted-bugs` feature) accept them; the run must then fail.
+    /// wiped node back voting at once (wipe-keeps-identity, wipe-bootstraps), or starts a
+    /// joining node with --bootstrap (join-bootstraps). Only test builds (the
+    /// `planted-bugs` feature) accept them; the run must then fail.
     #[arg(long, hide = true)]
     planted_bug: Option<String>,
     /// The synod binary to run as servers (default: this one).

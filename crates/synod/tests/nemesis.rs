@@ -393,3 +393,33 @@ fn a_bank_run_with_membership_changes_and_kills_conserves_money() {
     assert_eq!(verdict(&report, "bank final audit"), "pass");
     assert!(report.passed, "the membership bank run failed its checks");
 }
+
+/// The harness's planted bug `join-bootstraps` (test builds only): a "joining" node is
+/// started with `--bootstrap`, founds a one-node cluster of its own, and is offered to
+/// the clients at once as if it had joined. It answers from an empty state, and the
+/// checker must see it; its promotion is refused (it is no learner of the cluster).
+#[test]
+fn a_node_that_bootstraps_instead_of_joining_fails_the_run() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut config = RunConfig::new(SYNOD.into(), WorkloadKind::Register, out_dir("join-bootstraps"));
+    config.duration = Duration::from_secs(12);
+    config.seed = 18;
+    config.clients = 6;
+    config.register_keys = 2;
+    config.nemeses = vec![FaultKind::Membership];
+    config.planted_bug = Some("join-bootstraps".into());
+    config.schedule = Some(vec![Cycle {
+        at: Duration::from_secs(3),
+        heal_at: Duration::from_secs(7),
+        faults: vec![Fault::Membership { action: MemberAction::Add, leader: false, pick: 0 }],
+    }]);
+    let report = run(&config);
+    let caught = verdict(&report, "linearizability") == "fail";
+    clean_up(&config, !caught);
+    assert!(caught, "a node answering from a cluster of its own went unnoticed: {:?}", report.checks);
+    assert!(took_effect(&report, "promote") == 0, "{:?}", report.membership);
+    assert!(!report.passed);
+}
