@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    /// The `Location` header, if any (where a 307 `not_leader` sends the request on).
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -112,15 +114,20 @@ fn parse_reply(raw: &[u8]) -> Option<Reply> {
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let chunked = lines.any(|line| {
-        let line = line.to_ascii_lowercase();
-        line.starts_with("transfer-encoding:") && line.contains("chunked")
-    });
+    let mut chunked = false;
+    let mut location = None;
+    for line in lines {
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+        if lower.starts_with("location:") {
+            location = Some(line["location:".len()..].trim().to_string());
+        }
+    }
     let mut body = raw[split + 4..].to_vec();
     if chunked {
         body = dechunk(&body)?;
     }
-    Some(Reply { status, body: String::from_utf8_lossy(&body).into_owned() })
+    Some(Reply { status, body: String::from_utf8_lossy(&body).into_owned(), location })
 }
 
 /// Decodes an HTTP/1.1 chunked body (`None` if malformed). Also used by the CLI's test

@@ -21,6 +21,7 @@
 
 pub mod hosts;
 pub mod http;
+pub mod membership;
 pub mod nemesis;
 pub mod process;
 pub mod report;
@@ -31,12 +32,13 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-pub use nemesis::{Cycle, Fault, FaultKind, Shape, Target, Timing};
+pub use nemesis::{Cycle, Fault, FaultKind, MemberAction, Shape, Target, Timing};
 pub use report::Report;
 pub use run::run;
 
 /// Planted bugs of the harness, not of the servers: they make the wipe nemesis bring a
-/// wiped node back the unsafe way, so that the run must fail. Test builds only (the
+/// wiped node back the unsafe way, or the membership nemesis start a node the unsafe way,
+/// so that the run must fail. Test builds only (the
 /// `planted-bugs` feature).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HarnessBug {
@@ -47,15 +49,21 @@ pub enum HarnessBug {
     /// file, so the node votes at once from an empty log under its old identity, which
     /// its peers still trust: what every wiped node did before directories had one.
     WipeKeepsIdentity,
+    /// `join-bootstraps`: the membership nemesis starts a joining node with `--bootstrap`
+    /// instead of `--join`, so it founds a one-node cluster of its own, and offers it to
+    /// the clients at once, as if it had joined: it answers from an empty state.
+    JoinBootstraps,
 }
 
 impl HarnessBug {
-    pub const ALL: [HarnessBug; 2] = [HarnessBug::WipeBootstraps, HarnessBug::WipeKeepsIdentity];
+    pub const ALL: [HarnessBug; 3] =
+        [HarnessBug::WipeBootstraps, HarnessBug::WipeKeepsIdentity, HarnessBug::JoinBootstraps];
 
     pub fn name(self) -> &'static str {
         match self {
             HarnessBug::WipeBootstraps => "wipe-bootstraps",
             HarnessBug::WipeKeepsIdentity => "wipe-keeps-identity",
+            HarnessBug::JoinBootstraps => "join-bootstraps",
         }
     }
 

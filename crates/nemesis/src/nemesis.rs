@@ -38,10 +38,14 @@ pub enum FaultKind {
     /// SIGKILL a server, delete its whole data directory (a replaced disk, a container
     /// started without its volume), restart it at heal with no flag at all.
     Wipe,
+    /// Change the membership through the log: a fresh node joins as a learner and is
+    /// promoted, a voter (sometimes the leader) is removed and stopped, or a killed voter
+    /// is replaced by a fresh node (see [`crate::membership`]).
+    Membership,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -49,6 +53,7 @@ impl FaultKind {
         FaultKind::Delay,
         FaultKind::Corrupt,
         FaultKind::Wipe,
+        FaultKind::Membership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +65,7 @@ impl FaultKind {
             FaultKind::Delay => "delay",
             FaultKind::Corrupt => "corrupt",
             FaultKind::Wipe => "wipe",
+            FaultKind::Membership => "membership",
         }
     }
 
@@ -74,7 +80,7 @@ impl FaultKind {
     pub fn parse(text: &str) -> Result<FaultKind, String> {
         FaultKind::ALL.into_iter().find(|k| k.name() == text).ok_or_else(|| {
             format!(
-                "unknown nemesis {text:?}; choose from kill, pause, partition, loss, delay, corrupt, wipe"
+                "unknown nemesis {text:?}; choose from kill, pause, partition, loss, delay, corrupt, wipe, membership"
             )
         })
     }
@@ -106,13 +112,62 @@ pub enum Shape {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Fault {
-    Kill { target: Target },
-    Pause { target: Target },
-    Partition { shape: Shape, order: Vec<usize> },
-    Loss { probability: f64 },
-    Delay { ms: u64, rate_kbit: u64 },
-    Corrupt { target: usize, checkpoint: bool, salt: u64 },
-    Wipe { target: usize },
+    Kill {
+        target: Target,
+    },
+    Pause {
+        target: Target,
+    },
+    Partition {
+        shape: Shape,
+        order: Vec<usize>,
+    },
+    Loss {
+        probability: f64,
+    },
+    Delay {
+        ms: u64,
+        rate_kbit: u64,
+    },
+    Corrupt {
+        target: usize,
+        checkpoint: bool,
+        salt: u64,
+    },
+    Wipe {
+        target: usize,
+    },
+    /// `leader`: a removal or replacement hits the leader; else the voter at `pick`
+    /// (modulo the voters then). What is possible depends on the voters at injection
+    /// (3 to 5 are kept), so the action may turn into another one, as recorded.
+    Membership {
+        action: MemberAction,
+        leader: bool,
+        pick: usize,
+    },
+}
+
+/// What the membership nemesis does in one cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberAction {
+    /// Inject: a fresh node joins as a learner. Heal: it is promoted once caught up.
+    Add,
+    /// Inject: a voter is removed (the leader hands over first), then stopped.
+    Remove,
+    /// Inject: a voter is killed. Heal: it is removed, and a fresh node joins in its
+    /// place and is promoted.
+    Replace,
+}
+
+impl fmt::Display for MemberAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemberAction::Add => "add",
+            MemberAction::Remove => "remove",
+            MemberAction::Replace => "replace",
+        })
+    }
 }
 
 impl Fault {
@@ -125,6 +180,7 @@ impl Fault {
             Fault::Delay { .. } => FaultKind::Delay,
             Fault::Corrupt { .. } => FaultKind::Corrupt,
             Fault::Wipe { .. } => FaultKind::Wipe,
+            Fault::Membership { .. } => FaultKind::Membership,
         }
     }
 }
@@ -151,6 +207,9 @@ impl fmt::Display for Fault {
                 write!(f, "corrupt n{} {}", target + 1, if *checkpoint { "checkpoint" } else { "log" })
             }
             Fault::Wipe { target } => write!(f, "wipe n{}", target + 1),
+            Fault::Membership { action: MemberAction::Add, .. } => write!(f, "membership add"),
+            Fault::Membership { action, leader: true, .. } => write!(f, "membership {action} leader"),
+            Fault::Membership { action, pick, .. } => write!(f, "membership {action} voter #{pick}"),
         }
     }
 }
@@ -266,6 +325,12 @@ fn draw(rng: &mut ChaCha8Rng, kind: FaultKind, nodes: usize) -> Fault {
         }
         // Like corrupt, a node by position, which may or may not be the leader then.
         FaultKind::Wipe => Fault::Wipe { target: rng.gen_range(0..nodes) },
+        FaultKind::Membership => {
+            let action = *[MemberAction::Add, MemberAction::Remove, MemberAction::Replace]
+                .choose(rng)
+                .expect("not empty");
+            Fault::Membership { action, leader: rng.gen_bool(0.4), pick: rng.gen_range(0..5) }
+        }
     }
 }
 

@@ -30,6 +30,9 @@ pub enum State {
     Down,
     /// Exited on its own; the message says how.
     Exited(String),
+    /// Not a member: a spare host nothing runs on yet, or a node the membership nemesis
+    /// removed and stopped for good. Nothing restarts it (a removed node refuses to).
+    Retired,
 }
 
 pub struct Server {
@@ -41,6 +44,10 @@ pub struct Server {
     ns_path: PathBuf,
     child: Option<Child>,
     pub state: State,
+    /// The `--join ...` flags a node that joined a running cluster starts with, every
+    /// time: with them it reads the `JOINED` file its first start wrote, and starts as the
+    /// member it became. Empty for the founding members.
+    pub join: Vec<String>,
 }
 
 impl Server {
@@ -54,6 +61,7 @@ impl Server {
             ns_path,
             child: None,
             state: State::Down,
+            join: Vec::new(),
         }
     }
 
@@ -83,6 +91,7 @@ impl Server {
             .arg("server")
             .arg("--config")
             .arg(&self.config)
+            .args(&self.join)
             .args(flags)
             .env("RUST_LOG", "info")
             .env_remove("SYNOD_CONFIG")

@@ -49,6 +49,25 @@ pub struct Repair {
     pub repaired_after_s: Option<f64>,
 }
 
+/// One step of the membership nemesis, as it happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct MembershipChange {
+    /// Seconds from the start of the workload, when the step began.
+    pub at_s: f64,
+    /// `add` (joined as a learner), `promote`, `remove`, `kill` (before a replacement),
+    /// `restart` (a replacement whose removal was refused).
+    pub action: String,
+    /// The node's id, and the host it runs on (`n4`).
+    pub node: u32,
+    pub host: String,
+    /// Whether the change took effect: a join answered, a promotion or removal in force.
+    pub took_effect: bool,
+    /// Seconds from the first request until it took effect (refusals retried included).
+    pub took_s: Option<f64>,
+    /// How it went: `in force`, `learner caught up after 1.2s`, a refusal's code...
+    pub detail: String,
+}
+
 /// One checker's verdict.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckResult {
@@ -79,6 +98,12 @@ pub struct Report {
     pub planted_bug: Option<String>,
     pub operations: BTreeMap<String, Outcomes>,
     pub faults: Vec<FaultRecord>,
+    /// The membership nemesis's steps, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub membership: Vec<MembershipChange>,
+    /// The configuration in force at the end, as the leader saw it (membership runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_configuration: Option<String>,
     pub checks: Vec<CheckResult>,
     /// Things that went wrong outside the history: a server that exited on its own, a
     /// cluster that did not recover after healing.
@@ -282,6 +307,25 @@ impl Report {
         }
         for (label, values) in self.recovery_summary() {
             let _ = writeln!(t, "  {label}: {values}");
+        }
+        if !self.membership.is_empty() {
+            let _ = writeln!(t, "\nmembership changes ({})", self.membership.len());
+            for m in &self.membership {
+                let _ = writeln!(
+                    t,
+                    "  {:>7.1}s {:<8} node {} on {}: {} ({}){}",
+                    m.at_s,
+                    m.action,
+                    m.node,
+                    m.host,
+                    if m.took_effect { "took effect" } else { "NOT taken effect" },
+                    m.detail,
+                    m.took_s.map(|s| format!(" in {s:.2}s")).unwrap_or_default()
+                );
+            }
+        }
+        if let Some(c) = &self.final_configuration {
+            let _ = writeln!(t, "final configuration: {c}");
         }
         let _ = writeln!(t, "\nchecks");
         for c in &self.checks {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -14,6 +15,7 @@ use serde_json::Value as Json;
 use synod_check::{History, ModelKind};
 
 use crate::hosts::{self, Network};
+use crate::membership::{self, Members};
 use crate::nemesis::{self, Cycle, DelayMethod, Fault, FaultKind, Target};
 use crate::process::{tail, Server, State};
 use crate::report::{self, FaultRecord, Repair, Report};
@@ -21,8 +23,8 @@ use crate::workload::{self, Bank, ClientOptions, Recorder, Register, Workload};
 use crate::{HarnessBug, RunConfig, WorkloadKind};
 
 /// Every node's peer and HTTP ports (each node has an address of its own).
-const PEER_PORT: u16 = 7100;
-const HTTP_PORT: u16 = 7000;
+pub(crate) const PEER_PORT: u16 = 7100;
+pub(crate) const HTTP_PORT: u16 = 7000;
 /// After healing, the cluster must agree again within this long.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
 /// The register workload: operations per key before it retires.
@@ -70,7 +72,9 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(&str)) -> Result<Report,
         config.seed
     ));
 
-    let network = Network::create(config.nodes)?;
+    // Joining nodes need hosts of their own, made up front with the others.
+    let spares = if config.nemeses.contains(&FaultKind::Membership) { membership::SPARE_HOSTS } else { 0 };
+    let network = Network::create(config.nodes + spares)?;
     let mut run = Run::new(config, &network, &nodes_dir, delay_method)?;
     let result = run.execute(&schedule, progress);
     // Servers first (they live in the namespaces), then the namespaces.
@@ -96,6 +100,9 @@ struct Run<'a> {
     /// A planted bug of the harness (test builds only): how a wiped node comes back
     /// unsafely.
     harness_bug: Option<HarnessBug>,
+    /// The membership nemesis's view of the configuration, and its record.
+    members: Members,
+    final_configuration: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -113,24 +120,41 @@ impl<'a> Run<'a> {
             })
             .collect();
         let mut servers = Vec::new();
+        let mut config_extra =
+            format!("request_timeout_ms = {}\n", config.server_request_timeout.as_millis());
+        if let Some(bug) = config.planted_bug.as_ref().filter(|b| HarnessBug::parse(b).is_none()) {
+            config_extra.push_str(&format!("planted_bug = \"{bug}\"\n"));
+        }
+        for i in config.nodes..network.nodes {
+            // A spare host: nothing runs there until a node joins on it.
+            let mut spare = Server::new(
+                0,
+                SocketAddr::from((network.node_ip(i), HTTP_PORT)),
+                dir,
+                network.node_ns_path(i),
+            );
+            spare.state = State::Retired;
+            servers.push(spare);
+        }
         for i in 0..config.nodes {
             let http = SocketAddr::from((network.node_ip(i), HTTP_PORT));
             let server = Server::new(i as u32 + 1, http, dir, network.node_ns_path(i));
             let _ = std::fs::remove_dir_all(&server.data_dir);
             let _ = std::fs::remove_file(&server.log);
             let mut toml = format!(
-                "node_id = {}\ncluster = \"{cluster}\"\ndata_dir = \"{}\"\nrequest_timeout_ms = {}\n",
+                "node_id = {}\ncluster = \"{cluster}\"\ndata_dir = \"{}\"\n{config_extra}",
                 i + 1,
                 server.data_dir.display(),
-                config.server_request_timeout.as_millis()
             );
-            if let Some(bug) = config.planted_bug.as_ref().filter(|b| HarnessBug::parse(b).is_none()) {
-                toml.push_str(&format!("planted_bug = \"{bug}\"\n"));
-            }
             toml.push_str(&format!("members = [\n{}\n]\n", members.join("\n")));
             std::fs::write(&server.config, toml)
                 .map_err(|e| format!("cannot write {}: {e}", server.config.display()))?;
-            servers.push(server);
+            servers.insert(i, server);
+        }
+        let mut members =
+            Members::new(cluster, config.binary.clone(), dir.to_path_buf(), config_extra, config.nodes);
+        if config.planted_bug.as_deref().and_then(HarnessBug::parse) == Some(HarnessBug::JoinBootstraps) {
+            members.plant_join_bootstraps();
         }
         Ok(Run {
             config,
@@ -142,11 +166,14 @@ impl<'a> Run<'a> {
             unrepaired: BTreeSet::new(),
             restarts: BTreeMap::new(),
             harness_bug: config.planted_bug.as_deref().and_then(HarnessBug::parse),
+            members,
+            final_configuration: None,
         })
     }
 
+    /// The founding members' addresses.
     fn addrs(&self) -> Vec<SocketAddr> {
-        self.servers.iter().map(|s| s.http).collect()
+        self.servers.iter().filter(|s| s.state != State::Retired).map(|s| s.http).collect()
     }
 
     fn interrupted(&self) -> bool {
@@ -154,7 +181,7 @@ impl<'a> Run<'a> {
     }
 
     fn execute(&mut self, schedule: &[Cycle], progress: &mut dyn FnMut(&str)) -> Result<Report, String> {
-        for server in &mut self.servers {
+        for server in self.servers.iter_mut().filter(|s| s.state != State::Retired) {
             server.start(&self.config.binary)?;
         }
         progress("setup: waiting for a leader");
@@ -180,13 +207,14 @@ impl<'a> Run<'a> {
         let recorder = Recorder::new(started);
         let until = started + self.config.duration;
         let stop = AtomicBool::new(false);
-        let addrs = self.addrs();
+        let targets = RwLock::new(self.addrs());
+        self.members.start_clock(started);
         std::thread::scope(|scope| {
             for index in 0..self.config.clients {
                 let rng = ChaCha8Rng::seed_from_u64(self.config.seed.wrapping_add(1 + index as u64));
                 let clients = workload::Clients {
                     workload: &*workload,
-                    nodes: &addrs,
+                    nodes: &targets,
                     recorder: &recorder,
                     options: &options,
                     stop: &stop,
@@ -194,7 +222,7 @@ impl<'a> Run<'a> {
                 };
                 scope.spawn(move || workload::client_loop(index, &clients, rng));
             }
-            self.nemesis_loop(schedule, &recorder, started, until, progress);
+            self.nemesis_loop(schedule, &recorder, started, until, &targets, progress);
             stop.store(true, Ordering::Relaxed);
             progress("workload: waiting for the last operations to complete");
         });
@@ -210,6 +238,7 @@ impl<'a> Run<'a> {
         }
         let converged = Duration::from_nanos(recorder.now_ns() - healed_at);
         progress(&format!("final reads (converged {:.1}s after healing)", converged.as_secs_f64()));
+        let addrs = targets.read().expect("targets lock").clone();
         let final_ops = workload.final_ops();
         for (n, op) in final_ops.iter().enumerate() {
             let answered = workload::run_recorded_until_answered(
@@ -225,6 +254,9 @@ impl<'a> Run<'a> {
                 self.incidents.push(format!("final {} {:?} got no answer after healing", op.f, op.key));
                 break;
             }
+        }
+        if self.config.nemeses.contains(&FaultKind::Membership) {
+            self.final_configuration = self.members.final_configuration(&self.servers);
         }
         for server in &mut self.servers {
             if let Some(how) = server.reap() {
@@ -247,6 +279,7 @@ impl<'a> Run<'a> {
         recorder: &Recorder,
         started: Instant,
         until: Instant,
+        targets: &RwLock<Vec<SocketAddr>>,
         progress: &mut dyn FnMut(&str),
     ) {
         let mut cycles = schedule.iter().peekable();
@@ -259,11 +292,14 @@ impl<'a> Run<'a> {
             if heal_at.is_some_and(|h| now >= h) {
                 // In injection order: a node paused and then cut off wakes up while it is
                 // still cut off, believing what it believed before — the false leader.
-                let healing = std::mem::take(&mut active);
+                let mut healing = std::mem::take(&mut active);
+                // Membership last: its changes need a majority, which the other faults
+                // of the cycle may be holding down.
+                healing.sort_by_key(|(_, fault, _)| fault.kind() == FaultKind::Membership);
                 let mut repairs: Vec<(usize, usize, Instant, bool)> = Vec::new();
                 let last = healing.len().saturating_sub(1);
                 for (n, (record, fault, node)) in healing.into_iter().enumerate() {
-                    let note = self.heal(&fault, node);
+                    let note = self.heal(&fault, node, targets);
                     if fault.kind() == FaultKind::Pause && n < last {
                         // Give the woken node time to act on its stale view before the
                         // rest heals.
@@ -296,7 +332,7 @@ impl<'a> Run<'a> {
                 // the cycle (once paused, it no longer answers to say so).
                 let leader = self.leader();
                 for fault in &cycle.faults {
-                    let (description, node, note) = self.inject(fault, leader);
+                    let (description, node, note) = self.inject(fault, leader, targets);
                     self.faults.push(FaultRecord {
                         kind: fault.kind().name().into(),
                         description,
@@ -327,8 +363,9 @@ impl<'a> Run<'a> {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Interrupted or out of time with faults in force: heal them now.
-        for (record, fault, node) in active.drain(..).rev() {
-            let _ = self.heal(&fault, node);
+        active.sort_by_key(|(_, fault, _)| fault.kind() == FaultKind::Membership);
+        for (record, fault, node) in active.drain(..) {
+            let _ = self.heal(&fault, node, targets);
             self.faults[record].healed_s = Some(recorder.now_ns() as f64 / 1e9);
         }
     }
@@ -378,8 +415,19 @@ impl<'a> Run<'a> {
     }
 
     /// Injects one fault: (what was done, the node it hit, a note).
-    fn inject(&mut self, fault: &Fault, leader: Option<usize>) -> (String, Option<usize>, Option<String>) {
+    fn inject(
+        &mut self,
+        fault: &Fault,
+        leader: Option<usize>,
+        targets: &RwLock<Vec<SocketAddr>>,
+    ) -> (String, Option<usize>, Option<String>) {
         let result = match fault {
+            Fault::Membership { action, leader: on_leader, pick } => {
+                let servers = &mut self.servers;
+                let done =
+                    self.members.inject(*action, *on_leader, *pick, leader, servers, self.network, targets);
+                return (done, None, None);
+            }
             Fault::Kill { target } | Fault::Pause { target } => {
                 let (i, leader) = Self::resolve(*target, leader);
                 let verb = fault.kind().name();
@@ -423,6 +471,11 @@ impl<'a> Run<'a> {
                 let server = &self.servers[*target];
                 if server.state != State::Running {
                     return (format!("{verb} n{} (skipped: {:?})", target + 1, server.state), None, None);
+                }
+                if !server.join.is_empty() {
+                    // A joined node comes back by `--join` and its `JOINED` file; with the
+                    // file gone it would ask to be admitted again, under an id in use.
+                    return (format!("{verb} n{} (skipped: a joined node)", target + 1), None, None);
                 }
                 if let Some(other) = self.unrepaired.iter().find(|&&j| j != *target) {
                     let why = format!("n{}'s storage is not repaired yet", other + 1);
@@ -468,8 +521,14 @@ impl<'a> Run<'a> {
     }
 
     /// Heals one fault; returns a note worth reporting.
-    fn heal(&mut self, fault: &Fault, node: Option<usize>) -> Option<String> {
+    fn heal(
+        &mut self,
+        fault: &Fault,
+        node: Option<usize>,
+        targets: &RwLock<Vec<SocketAddr>>,
+    ) -> Option<String> {
         match fault.kind() {
+            FaultKind::Membership => self.members.heal(&mut self.servers, self.network, targets),
             FaultKind::Kill | FaultKind::Corrupt | FaultKind::Wipe => {
                 let i = node?;
                 let server = &mut self.servers[i];
@@ -616,7 +675,7 @@ impl<'a> Run<'a> {
                         self.incidents.push(format!("after healing, node {} did not start: {e}", server.id));
                     }
                 }
-                State::Running => {}
+                State::Running | State::Retired => {}
             }
         }
     }
@@ -692,8 +751,7 @@ impl<'a> Run<'a> {
                 .map(|d| d.as_secs_f64());
         }
         let mut files = vec!["history.jsonl".to_string(), "report.txt".into(), "report.json".into()];
-        files.extend(self.servers.iter().map(|s| format!("nodes/node-{}.log", s.id)));
-        files.extend(self.servers.iter().map(|s| format!("nodes/node-{}/", s.id)));
+        files.extend(membership::node_files(&self.config.out.join("nodes")));
         let passed = self.incidents.is_empty()
             && checks.iter().all(|c| c.verdict != "fail" && c.verdict != "unknown")
             && !self.interrupted();
@@ -715,6 +773,8 @@ impl<'a> Run<'a> {
             planted_bug: self.config.planted_bug.clone(),
             operations: report::count_operations(&history.events),
             faults: std::mem::take(&mut self.faults),
+            membership: std::mem::take(&mut self.members.changes),
+            final_configuration: self.final_configuration.take(),
             checks,
             incidents: std::mem::take(&mut self.incidents),
             files,

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -177,7 +177,10 @@ pub fn send(op: &Op, node: SocketAddr, session: Option<(u64, u64)>, options: &Cl
 #[derive(Clone, Copy)]
 pub struct Clients<'a> {
     pub workload: &'a dyn Workload,
-    pub nodes: &'a [SocketAddr],
+    /// The nodes clients may use: the members. The membership nemesis adds a node once it
+    /// is promoted and takes one out before removing it, so that no client sends to a
+    /// node that left (one already under way is recorded by what it got back, as always).
+    pub nodes: &'a RwLock<Vec<SocketAddr>>,
     pub recorder: &'a Recorder,
     pub options: &'a ClientOptions,
     /// Set to end the workload early.
@@ -188,11 +191,15 @@ pub struct Clients<'a> {
 /// One client: operations until `stop` or `until`, each recorded.
 pub fn client_loop(index: usize, clients: &Clients<'_>, mut rng: ChaCha8Rng) {
     let Clients { workload, nodes, recorder, options, stop, until } = *clients;
+    let pick = |rng: &mut ChaCha8Rng| {
+        let nodes = nodes.read().expect("client targets lock");
+        nodes[rng.gen_range(0..nodes.len())]
+    };
     let mut process = index as u64;
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
         let op = workload.next_op(&mut rng);
-        let node = nodes[rng.gen_range(0..nodes.len())];
+        let node = pick(&mut rng);
         let session = op.mutating.then(|| {
             seq += 1;
             (session_id(options.seed, process), seq)
@@ -207,7 +214,7 @@ pub fn client_loop(index: usize, clients: &Clients<'_>, mut rng: ChaCha8Rng) {
         let retry_until = Instant::now() + options.retry_window;
         while op.mutating && kind == EventType::Info && Instant::now() < retry_until {
             std::thread::sleep(Duration::from_millis(rng.gen_range(100..300)));
-            let retry = send(&op, nodes[rng.gen_range(0..nodes.len())], session, options);
+            let retry = send(&op, pick(&mut rng), session, options);
             if matches!(&retry, Sent::Reply(r) if r.status == 200) {
                 (kind, value) = outcome(workload, &op, &retry);
                 sent = retry;
@@ -494,7 +501,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn reply(status: u16, body: Json) -> Sent {
-        Sent::Reply(Reply { status, body: body.to_string() })
+        Sent::Reply(Reply { status, body: body.to_string(), location: None })
     }
 
     #[test]

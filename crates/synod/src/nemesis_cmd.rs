@@ -36,7 +36,8 @@ pub struct NemesisArgs {
     /// Faults to inject, comma-separated: kill, pause, partition, loss, delay, corrupt
     /// (flip bytes in a stopped node's log or checkpoint), wipe (delete a stopped node's
     /// whole data directory and restart it with no flag: it must come back as a new
-    /// replica and repair from its peers).
+    /// replica and repair from its peers), membership (fresh nodes join with --join and are
+    /// promoted, voters and leaders are removed, killed voters replaced; 3 to 5 voters).
     #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
     nemesis: Vec<String>,
     /// Concurrent clients (1-64).
@@ -46,8 +47,9 @@ pub struct NemesisArgs {
     #[arg(long, default_value = "120s", value_parser = synod_nemesis::parse_duration)]
     check_budget: std::time::Duration,
     /// Plant a bug in the servers (stale-read) or in the harness, which then brings a
-    /// wiped node back voting at once (wipe-keeps-identity, wipe-bootstraps). Only test
-    /// builds (the `planted-bugs` feature) accept them; the run must then fail.
+    /// wiped node back voting at once (wipe-keeps-identity, wipe-bootstraps), or starts a
+    /// joining node with --bootstrap (join-bootstraps). Only test builds (the
+    /// `planted-bugs` feature) accept them; the run must then fail.
     #[arg(long, hide = true)]
     planted_bug: Option<String>,
     /// The synod binary to run as servers (default: this one).

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use synod_nemesis::{Cycle, Fault, FaultKind, Report, RunConfig, Shape, Target, Timing, WorkloadKind};
+use synod_nemesis::{
+    Cycle, Fault, FaultKind, MemberAction, Report, RunConfig, Shape, Target, Timing, WorkloadKind,
+};
 
 const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
 
@@ -310,5 +312,114 @@ fn a_wiped_node_that_votes_at_once_fails_the_run() {
     let voted_at_once = report.incidents.iter().any(|i| i.contains("without recovering from its peers"));
     clean_up(&config, !voted_at_once);
     assert!(voted_at_once, "a wiped node restarted with --bootstrap went unnoticed: {:?}", report.incidents);
+    assert!(!report.passed);
+}
+
+/// The membership steps of a run that took effect, by action.
+fn took_effect(report: &Report, action: &str) -> usize {
+    report.membership.iter().filter(|m| m.action == action && m.took_effect).count()
+}
+
+/// The cluster changes under the clients' feet: a fresh node joins on an empty directory
+/// and is promoted once caught up, the leader is removed (it hands over first), another
+/// joins, a voter is killed and replaced by a fresh one, the leader is killed, a voter
+/// is removed. Clients follow the configuration; every check must pass, and the report
+/// must show the changes in force and the configuration at the end.
+#[test]
+fn a_register_run_whose_membership_changes_under_kills_is_linearizable() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut config = RunConfig::new(SYNOD.into(), WorkloadKind::Register, out_dir("membership"));
+    config.duration = Duration::from_secs(38);
+    config.seed = 16;
+    config.clients = 6;
+    config.nemeses = vec![FaultKind::Kill, FaultKind::Membership];
+    let cycle = |at_s: u64, hold_s: u64, fault: Fault| Cycle {
+        at: Duration::from_secs(at_s),
+        heal_at: Duration::from_secs(at_s + hold_s),
+        faults: vec![fault],
+    };
+    let change = |action, leader, pick| Fault::Membership { action, leader, pick };
+    config.schedule = Some(vec![
+        cycle(3, 3, change(MemberAction::Add, false, 0)),
+        cycle(8, 2, change(MemberAction::Remove, true, 0)),
+        cycle(12, 3, change(MemberAction::Add, false, 0)),
+        cycle(17, 3, change(MemberAction::Replace, false, 1)),
+        cycle(25, 3, Fault::Kill { target: Target::Leader }),
+        cycle(30, 2, change(MemberAction::Remove, false, 0)),
+    ]);
+    let report = run(&config);
+    clean_up(&config, !report.passed);
+    for action in ["add", "promote", "remove"] {
+        assert!(
+            took_effect(&report, action) >= 2,
+            "fewer than two {action}s took effect: {:?}",
+            report.membership
+        );
+    }
+    assert!(
+        report
+            .membership
+            .iter()
+            .any(|m| m.action == "remove" && m.took_effect && m.detail.contains("handed over")),
+        "the leader was not removed: {:?}",
+        report.membership
+    );
+    assert!(report.final_configuration.as_ref().is_some_and(|c| c.contains("voters")));
+    assert!(report.passed, "the membership run failed its checks");
+}
+
+/// The same nemesis drawn from a seed, with kills, under the bank: money is conserved
+/// and every acknowledged transfer applied once, whatever the configuration did.
+#[test]
+fn a_bank_run_with_membership_changes_and_kills_conserves_money() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut config = RunConfig::new(SYNOD.into(), WorkloadKind::Bank, out_dir("membership-bank"));
+    config.duration = Duration::from_secs(40);
+    config.seed = 17;
+    config.clients = 6;
+    config.nemeses = vec![FaultKind::Kill, FaultKind::Membership];
+    config.timing = short_timing();
+    let report = run(&config);
+    clean_up(&config, !report.passed);
+    for action in ["add", "promote", "remove"] {
+        assert!(took_effect(&report, action) >= 1, "no {action} took effect: {:?}", report.membership);
+    }
+    assert_eq!(verdict(&report, "bank final audit"), "pass");
+    assert!(report.passed, "the membership bank run failed its checks");
+}
+
+/// The harness's planted bug `join-bootstraps` (test builds only): a "joining" node is
+/// started with `--bootstrap`, founds a one-node cluster of its own, and is offered to
+/// the clients at once as if it had joined. It answers from an empty state, and the
+/// checker must see it; its promotion is refused (it is no learner of the cluster).
+#[test]
+fn a_node_that_bootstraps_instead_of_joining_fails_the_run() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_reason().is_some() {
+        return;
+    }
+    let mut config = RunConfig::new(SYNOD.into(), WorkloadKind::Register, out_dir("join-bootstraps"));
+    config.duration = Duration::from_secs(12);
+    config.seed = 18;
+    config.clients = 6;
+    config.register_keys = 2;
+    config.nemeses = vec![FaultKind::Membership];
+    config.planted_bug = Some("join-bootstraps".into());
+    config.schedule = Some(vec![Cycle {
+        at: Duration::from_secs(3),
+        heal_at: Duration::from_secs(7),
+        faults: vec![Fault::Membership { action: MemberAction::Add, leader: false, pick: 0 }],
+    }]);
+    let report = run(&config);
+    let caught = verdict(&report, "linearizability") == "fail";
+    clean_up(&config, !caught);
+    assert!(caught, "a node answering from a cluster of its own went unnoticed: {:?}", report.checks);
+    assert!(took_effect(&report, "promote") == 0, "{:?}", report.membership);
     assert!(!report.passed);
 }
