@@ -1,6 +1,6 @@
 //! # synod-client
 //!
-//! A client for Synod's HTTP API that does not stampede (seed 001, the thundering herd):
+//! A client for Synod's HTTP API that does not stampede (the thundering herd):
 //! it finds the leader, retries failed calls with capped exponential backoff and full
 //! jitter, and makes retries safe: every mutating call carries the client's session id
 //! and a sequence number, so a retried call is applied once and returns the first reply.

@@ -139,7 +139,7 @@ fn an_accept_whose_ballot_names_no_voter_is_refused() {
     assert!(node.take_ready().persist.is_empty(), "no vote for a ballot no voter owns");
 }
 
-/// Simulator seed 12 (with membership changes): n5 led with ballot 4.5, the highest ever,
+/// Found by the simulator (`synod sim --seed 12 --membership on`): n5 led with ballot 4.5, the highest ever,
 /// until the configuration that removed it came into force. Every node's highest ballot,
 /// and so every heartbeat, then named n5, which no configuration held counted as a voter
 /// any more: every heartbeat was refused, no node heard a majority, and no leader was

@@ -54,7 +54,7 @@
 //! one that counted. The `reconfig-no-overlap` hunt always changes the membership, and
 //! often; the other hunts never do, so that they keep the runs they were tuned on.
 //!
-//! ## Link models (seed 002)
+//! ## Link models
 //!
 //! The simulated network is a **fair-loss link**: a frame sent infinitely often is
 //! delivered infinitely often (every loss is an independent coin flip, partitions heal),

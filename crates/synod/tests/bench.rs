@@ -1,5 +1,5 @@
 //! `synod bench` end to end: it starts its own cluster, runs every workload briefly and
-//! writes the rows issue 7 specifies. Numbers are not checked here (two shared cores make
+//! writes the comparison's rows. Numbers are not checked here (two shared cores make
 //! them noise); shapes and the absence of errors are.
 
 use std::process::Command;

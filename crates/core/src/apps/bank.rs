@@ -1,5 +1,5 @@
 //! A bank ledger state machine: the seeds' running example of money that must never be
-//! lost or made (MISSION C7, C12), on TigerBeetle's ledger model, simplified.
+//! lost or made, on TigerBeetle's ledger model, simplified.
 //!
 //! Accounts have `u64` ids and `u64` balances. Money enters only through
 //! [`BankCommand::Open`] (the initial balance); a [`Transfer`] moves it between two

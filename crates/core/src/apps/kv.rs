@@ -1,4 +1,4 @@
-//! A key-value store state machine: the etcd / ZooKeeper niche (MISSION C1).
+//! A key-value store state machine: the etcd / ZooKeeper niche.
 //!
 //! Keys and values are bytes. Besides get, put and delete it offers compare-and-set and
 //! etcd's multi-key transaction ([`KvCommand::Txn`]: if every comparison holds, run the

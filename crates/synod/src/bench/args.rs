@@ -53,14 +53,14 @@ impl Workload {
     }
 }
 
-/// A second system to measure beside Synod in the same run (issue 7).
+/// A second system to measure beside Synod in the same run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Compare {
     /// A local three-node etcd cluster (Raft), started from the `etcd` binary.
     Etcd,
 }
 
-/// Client counts of a comparison (issue 7), and of `--quick`.
+/// Client counts of a comparison, and of `--quick`.
 const COMPARE_CLIENTS: [usize; 5] = [1, 16, 64, 256, 1000];
 const QUICK_CLIENTS: [usize; 3] = [1, 64, 1000];
 /// Synod alone, without --compare or --quick: the counts it always had.

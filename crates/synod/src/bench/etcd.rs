@@ -1,4 +1,4 @@
-//! etcd as a system under load, for the comparison of issue 7 (feature `etcd`).
+//! etcd as a system under load, for the comparison (feature `etcd`).
 //!
 //! A local three-member etcd cluster (Raft) from the `etcd` binary, on loopback ports the
 //! kernel handed out, its data in a directory of its own. It runs with etcd's defaults

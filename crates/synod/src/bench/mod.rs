@@ -1,4 +1,4 @@
-//! `synod bench`: a closed-loop load generator (issue 7).
+//! `synod bench`: a closed-loop load generator.
 //!
 //! N clients, each one session with one request in flight, run a workload for a while;
 //! each point of a run is one (workload, clients) pair. Per point it reports throughput,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::system::{ServerCounters, System};
 
-/// One row of the results: the JSON schema of issue 7, plus Synod's own diagnostics.
+/// One row of the results: the comparison's JSON schema, plus Synod's own diagnostics.
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub(super) system: &'static str,

@@ -23,8 +23,8 @@ pub(super) const PREPARE_CLIENTS: usize = 16;
 pub(super) const PRELOAD_KEYS_PER_TXN: usize = 100;
 const _: () = assert!(PRELOAD_KEYS_PER_TXN <= TXN_OPS_MAX);
 
-/// A system under load: Synod, or (with the `etcd` feature) etcd for the comparison of
-/// issue 7. Each variant brings its client and its local cluster; the clock, the
+/// A system under load: Synod, or (with the `etcd` feature) etcd for the comparison.
+/// Each variant brings its client and its local cluster; the clock, the
 /// histograms and the reports around them are shared.
 pub enum System {
     Synod(SynodSystem),
