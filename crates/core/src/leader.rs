@@ -18,8 +18,33 @@ use crate::effects::Envelope;
 use crate::membership::Membership;
 use crate::message::Message;
 use crate::scout::{Adopted, Reported, Scout, ScoutEvent};
-use crate::state_machine::Payload;
+use crate::state_machine::{encoded_len, Payload};
 use crate::types::{Ballot, Command, Configuration, NodeId, PValue, Slot, Time, Value};
+
+/// Encoded bytes of client commands in one batch at most. The count bound alone lets 512
+/// commands of a few MiB each make an Accept no frame can carry (`wire::FRAME_BYTES_MAX`);
+/// a quarter of a frame leaves room for the message around it. The first command always
+/// goes: one command fits (the state machine bounds it, e.g. `kv::COMMAND_BYTES_MAX`).
+pub const BATCH_BYTES_MAX: usize = crate::wire::FRAME_BYTES_MAX / 4;
+
+/// How many commands from the front of `commands` make the next batch (or forwarded
+/// chunk): at most `count_max`, and no more than `BATCH_BYTES_MAX` encoded bytes unless
+/// it is the first.
+pub(crate) fn batch_len<'a, C: Payload>(
+    commands: impl IntoIterator<Item = &'a Command<C>>,
+    count_max: usize,
+) -> usize {
+    let mut bytes = 0;
+    let mut take = 0;
+    for command in commands.into_iter().take(count_max) {
+        bytes += encoded_len(command);
+        if take > 0 && bytes > BATCH_BYTES_MAX {
+            break;
+        }
+        take += 1;
+    }
+    take
+}
 
 /// A p1b as the leader receives it.
 #[derive(Debug)]
@@ -342,7 +367,7 @@ impl<C: Payload> Leader<C> {
                 self.reconfiguring_at = Some(slot);
                 Some(Value::Reconfigure(next))
             } else if !self.queue.is_empty() && !self.paused {
-                let take = self.queue.len().min(window.batch_commands_max);
+                let take = batch_len(&self.queue, window.batch_commands_max);
                 let batch: Vec<_> = self.queue.drain(..take).collect();
                 self.batches_proposed += 1;
                 self.commands_proposed += batch.len() as u64;
@@ -437,5 +462,34 @@ impl<C: Payload> Leader<C> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::kv::KvCommand;
+
+    fn put(seq: u64, value_bytes: usize) -> Command<KvCommand> {
+        Command {
+            client_id: 1,
+            seq,
+            op: KvCommand::Put { key: seq.to_be_bytes().to_vec(), value: vec![7; value_bytes] },
+        }
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_commands_and_in_bytes_and_always_takes_one() {
+        let small: VecDeque<_> = (0..100).map(|i| put(i, 10)).collect();
+        assert_eq!(batch_len(&small, 512), 100);
+        assert_eq!(batch_len(&small, 7), 7);
+        let large: VecDeque<_> = (0..100).map(|i| put(i, 1 << 20)).collect();
+        let take = batch_len(&large, 512);
+        assert!((1..100).contains(&take), "{take} commands of 1 MiB");
+        let bytes: usize = large.iter().take(take).map(encoded_len).sum();
+        assert!(bytes <= BATCH_BYTES_MAX, "{bytes} bytes");
+        let huge: VecDeque<_> = (0..3).map(|i| put(i, BATCH_BYTES_MAX)).collect();
+        assert_eq!(batch_len(&huge, 512), 1, "a command over the bound still goes alone");
+        assert_eq!(batch_len(&VecDeque::<Command<KvCommand>>::new(), 512), 0);
     }
 }

@@ -784,9 +784,13 @@ impl<S: StateMachine> Node<S> {
         if leader == self.id {
             return; // Phase 1 in progress; `Adopted` dispatches.
         }
-        let commands = self.requester.due(now, retry_us);
-        for chunk in commands.chunks(self.options.batch_commands_max) {
+        let mut commands = &self.requester.due(now, retry_us)[..];
+        while !commands.is_empty() {
+            // Bounded like the leader's batches, in count and in bytes: one frame each.
+            let (chunk, rest) =
+                commands.split_at(crate::leader::batch_len(commands, self.options.batch_commands_max));
             self.send(leader, Message::Forward { commands: chunk.to_vec() });
+            commands = rest;
         }
     }
 

@@ -421,7 +421,7 @@ impl<S: StateMachine> Replica<S> {
             // Bounded in bytes too: `max` values of large commands would not fit in one
             // frame (`wire::FRAME_BYTES_MAX`), and the sender would refuse to encode them.
             // The first value always goes (a value fits in a frame: it went out in an Accept).
-            let size = postcard::to_allocvec(value).map_or(0, |encoded| encoded.len());
+            let size = crate::state_machine::encoded_len(value);
             if !values.is_empty() && bytes + size > CATCH_UP_BYTES_MAX {
                 break;
             }

@@ -97,6 +97,27 @@ pub fn hash_encoding<T: Serialize + ?Sized>(value: &T) -> u64 {
     postcard::serialize_with_flavor(value, Hashing(Fnv64::default())).expect("hashing cannot run out of room")
 }
 
+/// The length of a value's postcard encoding, counted as it is produced (nothing is
+/// built): what bounds a batch or a catch-up message in bytes before it is encoded.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Counting(usize);
+    impl postcard::ser_flavors::Flavor for Counting {
+        type Output = usize;
+        fn try_push(&mut self, _byte: u8) -> postcard::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+            self.0 += bytes.len();
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<usize> {
+            Ok(self.0)
+        }
+    }
+    postcard::serialize_with_flavor(value, Counting(0)).expect("counting cannot run out of room")
+}
+
 /// Encodes `value` into a buffer of `capacity` bytes to start with: a snapshot's size is
 /// known roughly in advance, and growing the buffer by doubling copies it over and over.
 pub fn encode_with_capacity<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
@@ -117,6 +138,7 @@ mod tests {
         fnv.write(&bytes);
         assert_eq!(hash_encoding(&value), fnv.finish());
         assert_eq!(encode_with_capacity(&value, 3), bytes);
+        assert_eq!(encoded_len(&value), bytes.len());
         let mut other = value.clone();
         other.insert(1, (vec![], String::new()));
         assert_ne!(hash_encoding(&other), hash_encoding(&value));

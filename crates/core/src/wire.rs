@@ -64,18 +64,28 @@ pub fn cluster_id(name: &str) -> u64 {
     hasher.finish()
 }
 
-/// Encodes `message` into a frame.
+/// Encodes `message` into a frame. Panics if it does not fit in one: for messages whose
+/// size the caller bounds (see `try_encode` for the others).
 pub fn encode<T: Serialize>(cluster_id: u64, message: &T) -> Vec<u8> {
+    try_encode(cluster_id, message)
+        .unwrap_or_else(|len| panic!("message too large for one frame: {len} bytes"))
+}
+
+/// Encodes `message` into a frame, or answers its length if that exceeds
+/// `FRAME_BYTES_MAX` (nothing is sent: the receiver would refuse it anyway).
+pub fn try_encode<T: Serialize>(cluster_id: u64, message: &T) -> Result<Vec<u8>, usize> {
     let mut frame = vec![0u8; HEADER_BYTES];
     frame[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     frame[6..14].copy_from_slice(&cluster_id.to_le_bytes());
     frame = postcard::to_extend(message, frame).expect("messages always serialize");
     let len = frame.len() - 4 + TRAILER_BYTES;
-    assert!(len <= FRAME_BYTES_MAX, "message too large for one frame: {len} bytes");
+    if len > FRAME_BYTES_MAX {
+        return Err(len);
+    }
     frame[0..4].copy_from_slice(&(len as u32).to_le_bytes());
     let crc = crc32c::crc32c(&frame);
     frame.extend_from_slice(&crc.to_le_bytes());
-    frame
+    Ok(frame)
 }
 
 /// Reads the total frame size from its first four bytes, for stream framing.

@@ -150,7 +150,15 @@ impl Outbound {
     /// Encodes and queues `message` for `to`; drops it if the queue is full.
     pub fn send<C: Payload>(&self, to: NodeId, message: &Message<C>) {
         let Some((_, queue)) = self.queues.get(&to) else { return };
-        let frame = wire::encode(self.cluster_id, message);
+        let frame = match wire::try_encode(self.cluster_id, message) {
+            Ok(frame) => frame,
+            Err(len) => {
+                // The core bounds what it sends (batches, catch-up) below a frame; a
+                // message that still outgrows one is a bug, not a reason to stop the node.
+                tracing::error!(to = %to, kind = message.kind(), len, "a message too large for one frame was not sent");
+                return;
+            }
+        };
         if queue.try_send(frame).is_err() {
             self.stats.frames_dropped_queue_full.fetch_add(1, Ordering::Relaxed);
         }

@@ -318,3 +318,40 @@ fn a_node_out_of_descriptors_keeps_accepting_later_without_dying_or_spinning() {
         assert!(errors.is_some_and(|n| n >= 1.0), "{listener}: {errors:?}");
     }
 }
+
+/// Large values written at once by many clients: the leader's batches and a follower's
+/// forwarded chunks are bounded in bytes, not only in commands, so no Accept or Forward
+/// outgrows a frame (32 values of about 1 MiB, twice a frame, sent at once through a follower
+/// and the leader). Every write is acknowledged and the nodes keep serving.
+///
+/// Ignored for now: it fails, on a known liveness hole. Batches and forwarded chunks fit,
+/// but when leadership changes while several MiB are accepted and undecided, each
+/// acceptor's Promise (phase 1b) carries them all in one message, which no frame can hold;
+/// the transport refuses to send it and no new leader is ever adopted. Phase 1b must be
+/// chunked (the Scout asking again from the first slot a Promise left out).
+#[test]
+#[ignore = "phase 1b Promises are not chunked yet: a leader change with many MiB undecided wedges the group"]
+fn many_large_values_at_once_stay_within_a_frame_and_every_write_is_acknowledged() {
+    let cluster = Cluster::start("large-values");
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % cluster.nodes.len();
+    let value = "v".repeat((1 << 20) - 1024);
+    let writers: Vec<_> = (0..32)
+        .map(|i| {
+            let addr = cluster.addr(if i % 2 == 0 { leader } else { follower });
+            let value = value.clone();
+            std::thread::spawn(move || put(addr, &format!("big{i}"), &value).map(|r| r.status))
+        })
+        .collect();
+    for (i, writer) in writers.into_iter().enumerate() {
+        let status = writer.join().unwrap();
+        assert!(matches!(status, Ok(200) | Ok(201) | Ok(204)), "write {i}: {status:?}");
+    }
+    for i in 0..cluster.nodes.len() {
+        assert_eq!(cluster.nodes.len(), cluster.live().len(), "a node died");
+        let read = eventually("the last value on every node", Duration::from_secs(20), || {
+            read(cluster.addr(i), "big31").filter(|v| v.len() == value.len())
+        });
+        assert_eq!(read.len(), value.len());
+    }
+}

@@ -56,8 +56,12 @@ fn change(cluster: &Cluster, via: usize, method: &str, path: &str, body: Option<
     }
 }
 
+/// `GET /v1/members` through `via`, retried while it answers 503 (a node that has just
+/// joined says `starting` until its protocol thread has caught up).
 fn members(cluster: &Cluster, via: usize) -> Value {
-    let reply = get(cluster.addr(via), "/v1/members").expect("members");
+    let reply = eventually("the members listed", CHANGE_DEADLINE, || {
+        get(cluster.addr(via), "/v1/members").ok().filter(|r| r.status != 503)
+    });
     assert_eq!(reply.status, 200, "{reply:?}");
     reply.json()
 }
@@ -136,10 +140,17 @@ fn addrs(cluster: &Cluster, nodes: &[usize]) -> Arc<Mutex<Vec<SocketAddr>>> {
 }
 
 /// Every acknowledged key reads back (linearizably) through `via`.
+/// Reads every key through `via`. A 503 (`no_quorum`: a node that just joined or was
+/// promoted may not yet have heard a majority for three heartbeat rounds) says "retry
+/// here later", and is retried; any other answer must hold the acknowledged value.
 fn all_readable(cluster: &Cluster, via: usize, keys: &[String]) {
     for key in keys {
         let n = key.rsplit('-').next().unwrap();
-        assert_eq!(read(cluster.addr(via), key).as_deref(), Some(n), "acknowledged write {key} is lost");
+        let reply = eventually(&format!("a read of {key} answered"), CHANGE_DEADLINE, || {
+            get(cluster.addr(via), &format!("/v1/kv/{key}")).ok().filter(|r| r.status != 503)
+        });
+        assert_eq!(reply.status, 200, "read of {key}: {reply:?}");
+        assert_eq!(reply.json()["value"].as_str(), Some(n), "acknowledged write {key} is lost");
     }
 }
 
